@@ -1,0 +1,183 @@
+"""Structured config schema, validation, and the hashes that identify runs and groups."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+DATA_KINDS = ("linear", "quadratic")
+MODELS = ("logistic", "one_unit", "two_units", "mlp", "embedding")
+ACTIVATIONS = (
+    "relu", "smelu", "swish", "gelu", "softplus", "elu", "leaky_relu", "tanh", "sigmoid",
+    "identity",
+)
+RANDOMNESS = ("none", "init", "shuffle", "all", "perturb")
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+DEVICES = ("cpu", "cuda")
+
+# Keys that change how or where a run executes, not what it computes.
+EXECUTION_KEYS = ("replicas", "force", "tracking", "train.progress", "hydra")
+
+
+def _check(**rules: Any) -> dict[str, Any]:
+    """Field metadata with range rules: gt, ge, le, choices."""
+    return {"rules": rules}
+
+
+@dataclass
+class DataConfig:
+    name: str = field(default="linear", metadata=_check(choices=DATA_KINDS))
+    dim: int = field(default=20, metadata=_check(ge=1))
+    n_train: int = field(default=20000, metadata=_check(ge=1))
+    n_test: int = field(default=5000, metadata=_check(ge=2))
+    scale: float = field(default=3.0, metadata=_check(ge=0.0))
+    quadratic_scale: float = field(default=0.0, metadata=_check(ge=0.0))
+    bias: float = 0.0
+    seed: int = field(default=1234, metadata=_check(ge=0))
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default="two_units", metadata=_check(choices=MODELS))
+    depth: int = field(default=1, metadata=_check(ge=0))
+    width: int = field(default=2, metadata=_check(ge=1))
+    embedding_dim: int = field(default=8, metadata=_check(ge=1))
+    buckets: int = field(default=16, metadata=_check(ge=2))
+
+
+@dataclass
+class ActivationConfig:
+    name: str = field(default="relu", metadata=_check(choices=ACTIVATIONS))
+    beta: float = field(default=1.0, metadata=_check(gt=0.0))
+    negative_slope: float = field(default=0.01, metadata=_check(ge=0.0))
+
+
+@dataclass
+class RandomnessConfig:
+    name: str = field(default="all", metadata=_check(choices=RANDOMNESS))
+    window: int = field(default=1024, metadata=_check(ge=1))
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = field(default="sgd", metadata=_check(choices=OPTIMIZERS))
+    lr: float = field(default=0.1, metadata=_check(gt=0.0))
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = field(default=64, metadata=_check(ge=1))
+    passes: int = field(default=2, metadata=_check(ge=1))
+    device: str = field(default="cpu", metadata=_check(choices=DEVICES))
+    threads: int = field(default=1, metadata=_check(ge=1))
+    log_every: int = field(default=50, metadata=_check(ge=1))
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "irrepro"
+
+
+@dataclass
+class Config:
+    seed: int = field(default=0, metadata=_check(ge=0))
+    replicas: int = field(default=1, metadata=_check(ge=1))
+    force: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    randomness: RandomnessConfig = field(default_factory=RandomnessConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore as `irrepro_schema`."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="irrepro_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names the key."""
+
+
+def _validate_node(node: Any, prefix: str) -> None:
+    for f in dataclasses.fields(node):
+        key = f"{prefix}{f.name}"
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_node(value, key + ".")
+            continue
+        rules = f.metadata.get("rules", {})
+        if "choices" in rules and value not in rules["choices"]:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(rules['choices'])}")
+        if "gt" in rules and not value > rules["gt"]:
+            raise ConfigError(f"{key}={value!r} must be > {rules['gt']}")
+        if "ge" in rules and not value >= rules["ge"]:
+            raise ConfigError(f"{key}={value!r} must be >= {rules['ge']}")
+
+
+def to_config(cfg: DictConfig | dict) -> Config:
+    """Validate a composed config and return it as a typed `Config`."""
+    if isinstance(cfg, DictConfig) and "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    merged = OmegaConf.merge(OmegaConf.structured(Config), _without(cfg, ()))
+    config = OmegaConf.to_object(merged)
+    _validate_node(config, "")
+    return config
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict of a config."""
+    return dataclasses.asdict(config)
+
+
+def _without(cfg: DictConfig | dict, keys: tuple[str, ...]) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    data = json.loads(json.dumps(data))
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = data
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return data
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested dict into dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_params(config: Config) -> dict[str, Any]:
+    """What a run computes: the config without execution settings, as a nested dict."""
+    return _without(as_dict(config), EXECUTION_KEYS)
+
+
+def config_hash(config: Config) -> str:
+    """Identity of one run: everything it computes, seed included."""
+    return _digest(run_params(config))
+
+
+def group_key(config: Config) -> str:
+    """Identity of a group of runs that differ only in `seed`."""
+    return _digest(_without(run_params(config), ("seed",)))

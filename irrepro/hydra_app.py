@@ -1,0 +1,73 @@
+"""Hydra glue: the task function of train.py, and the callback that gives a multirun its
+MLflow parent run (its jobs become the children)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import uuid
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from irrepro import tracking
+from irrepro.config import Config, to_config
+from irrepro.job import JobSummary, run_job
+
+log = logging.getLogger(__name__)
+
+
+def tracker_for(config: Config) -> tracking.Tracker:
+    """The tracker a config points at, relative paths taken from where the user ran."""
+    uri = tracking.resolve_uri(config.tracking.uri, HydraConfig.get().runtime.cwd)
+    return tracking.Tracker(uri, config.tracking.experiment)
+
+
+def train_from_hydra(config: DictConfig) -> JobSummary:
+    """Validate the composed config, then run the job against its tracking store."""
+    typed = to_config(config)
+    tracker = tracker_for(typed)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        tracker.end_stale_runs()
+    return run_job(typed, tracker)
+
+
+class MlflowSweepCallback(Callback):
+    """Creates the store and the parent run before any job starts, and ends it afterwards.
+
+    Jobs find the parent through an environment variable, which worker processes of the
+    joblib and submitit launchers inherit.
+    """
+
+    def __init__(self) -> None:
+        self.tracker: tracking.Tracker | None = None
+        self.parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.tracker = tracker_for(to_config(config))
+        stale = self.tracker.end_stale_runs()
+        if stale:
+            log.warning("marked %d runs KILLED whose process had died", stale)
+        sweep_id = uuid.uuid4().hex[:12]
+        overrides = " ".join(config.hydra.overrides.task) or "(defaults)"
+        self.parent = self.tracker.start_run(
+            f"sweep-{sweep_id}", {"sweep_id": sweep_id, "overrides": overrides[:5000]}
+        )
+        os.environ[tracking.PARENT_RUN_ENV] = self.parent
+        os.environ[tracking.SWEEP_ID_ENV] = sweep_id
+        atexit.register(self._end, "FAILED", "the sweep stopped before it finished")
+        log.info("MLflow parent run %s (sweep %s) in %s", self.parent, sweep_id, self.tracker.uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self._end("FINISHED")
+
+    def _end(self, status: str, reason: str | None = None) -> None:
+        if self.parent is None:
+            return
+        self.tracker.end_run(self.parent, status, reason)
+        self.parent = None
+        os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        os.environ.pop(tracking.SWEEP_ID_ENV, None)

@@ -1,0 +1,107 @@
+"""One job: train the seeds of a config that have no FINISHED run yet and log each as a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import yaml
+
+from irrepro import tracking
+from irrepro.config import Config, config_hash, flatten, group_key, run_params
+from irrepro.data import make_dataset
+from irrepro.metrics import run_metrics
+from irrepro.training import train_replicas
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSummary:
+    """What a job did, by seed."""
+
+    group_key: str
+    finished: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def replica_config(config: Config, seed: int) -> Config:
+    """The config of the single run that replica `seed` stands for."""
+    return dataclasses.replace(config, seed=seed, replicas=1)
+
+
+def run_name(config: Config) -> str:
+    """A readable run name: model, activation, randomness, seed."""
+    return (
+        f"{config.model.name}-{config.activation.name}-{config.randomness.name}-s{config.seed}"
+    )
+
+
+def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
+    """Train and log every seed of `config` (seed .. seed+replicas-1) not yet FINISHED."""
+    group = group_key(config)
+    summary = JobSummary(group)
+    seeds = list(range(config.seed, config.seed + config.replicas))
+    done = set() if config.force else tracker.finished_seeds(group)
+    summary.skipped = [seed for seed in seeds if seed in done]
+    todo = [seed for seed in seeds if seed not in done]
+    if summary.skipped:
+        log.info(
+            "skipping seeds %s of group %s: already FINISHED (force=true retrains)",
+            _span(summary.skipped), group,
+        )
+    if not todo:
+        return summary
+    dataset = make_dataset(config.data)
+    sweep_id = os.environ.get(tracking.SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
+    parent = os.environ.get(tracking.PARENT_RUN_ENV)
+    run_ids = {}
+    for seed in todo:
+        single = replica_config(config, seed)
+        tags = {
+            "group_key": group, "config_hash": config_hash(single), "data_hash": dataset.digest,
+            "seed": str(seed), "sweep_id": sweep_id,
+        }
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run_ids[seed] = tracker.start_run(run_name(single), tags)
+    try:
+        results = train_replicas(config, todo, dataset)
+    except KeyboardInterrupt:
+        for run_id in run_ids.values():
+            tracker.end_run(run_id, "KILLED", "interrupted")
+        raise
+    except Exception as error:
+        for run_id in run_ids.values():
+            tracker.end_run(run_id, "FAILED", f"{type(error).__name__}: {error}")
+        raise
+    for result in results:
+        run_id = run_ids[result.seed]
+        if result.failure:
+            log.error("seed %d failed: %s", result.seed, result.failure)
+            tracker.end_run(run_id, "FAILED", result.failure)
+            summary.failed[result.seed] = result.failure
+            continue
+        single = replica_config(config, result.seed)
+        params = run_params(single)
+        metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
+        tracker.log_finished(
+            run_id, flatten(params), metrics, result.curve, result.predictions,
+            yaml.safe_dump(params, sort_keys=False),
+        )
+        summary.finished[result.seed] = run_id
+    log.info(
+        "group %s: %d finished, %d failed, %d skipped",
+        group, len(summary.finished), len(summary.failed), len(summary.skipped),
+    )
+    return summary
+
+
+def _span(seeds: list[int]) -> str:
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ",".join(map(str, seeds))

@@ -1,0 +1,256 @@
+"""Irreproducibility metrics: per-run quality, cross-run disagreement, CIs and ensembles.
+
+Predictions from R identically trained runs are stored as ``P`` with shape [R, N]
+(runs by test examples); a single run's predictions ``p`` have shape [N].
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+EPS = 1e-7
+CHUNK_ELEMENTS = 2**16
+
+
+def _as_prediction(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return p and y as float64 vectors of equal length, or raise ValueError."""
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if p.ndim != 1 or p.shape != y.shape:
+        raise ValueError(f"p and y must be 1-D of equal length, got {p.shape} and {y.shape}")
+    return p, y
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary cross-entropy in float64, with p clipped to [EPS, 1 - EPS]."""
+    p, y = _as_prediction(p, y)
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of examples where the prediction p >= 0.5 matches the label y == 1."""
+    p, y = _as_prediction(p, y)
+    return float(np.mean((p >= 0.5) == (y == 1)))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x, with tied values sharing the average of their ranks."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], x.size]
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)
+    return ranks
+
+
+def auc(p: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic over average ranks (ties count one half)."""
+    p, y = _as_prediction(p, y)
+    positive = y == 1
+    n_pos = int(positive.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC is undefined: y must contain both classes (0 and 1)")
+    rank_sum = _average_ranks(p)[positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def run_metrics(p: np.ndarray, y: np.ndarray, p_star: np.ndarray) -> dict[str, float]:
+    """Quality of one run, including log loss in excess of the teacher's p_star."""
+    loss = log_loss(p, y)
+    teacher_loss = log_loss(p_star, y)
+    return {
+        "log_loss": loss,
+        "teacher_log_loss": teacher_loss,
+        "excess_log_loss": loss - teacher_loss,
+        "accuracy": accuracy(p, y),
+        "auc": auc(p, y),
+    }
+
+
+def _as_runs(P: np.ndarray) -> np.ndarray:
+    """Return P as a 2-D [R, N] array with R >= 2, or raise ValueError."""
+    P = np.asarray(P)
+    if P.ndim != 2 or P.shape[0] < 2:
+        raise ValueError(f"P must have shape [R, N] with R >= 2 runs, got {P.shape}")
+    return P
+
+
+def _n_pairs(R: int) -> int:
+    """Number of unordered pairs of distinct runs."""
+    return R * (R - 1) // 2
+
+
+def per_example_pd(P: np.ndarray) -> np.ndarray:
+    """Per-example mean over run pairs of |p_i - p_j|, shape [N], in O(N R log R).
+
+    Uses sum_{i<j} |p_i - p_j| = sum_k (2k - R - 1) p_(k) over the sorted values p_(k).
+    """
+    P = _as_runs(P)
+    R = P.shape[0]
+    weights = 2.0 * np.arange(1, R + 1) - R - 1
+    return weights @ np.sort(P, axis=0).astype(np.float64) / _n_pairs(R)
+
+
+def pd_l1(P: np.ndarray) -> float:
+    """Mean over run pairs and examples of |p_i - p_j| (sorting trick)."""
+    return float(per_example_pd(P).mean())
+
+
+def pd_l1_naive(P: np.ndarray) -> float:
+    """Reference O(N R^2) pd_l1 with an explicit loop over run pairs, for tests and benchmarks."""
+    P = _as_runs(P).astype(np.float64)
+    R, N = P.shape
+    total = 0.0
+    for i in range(R):
+        for j in range(i + 1, R):
+            total += np.abs(P[i] - P[j]).sum()
+    return total / (_n_pairs(R) * N)
+
+
+def pd_l2(P: np.ndarray) -> float:
+    """Root of the mean over run pairs and examples of (p_i - p_j)^2, in O(N R).
+
+    Uses sum_{i<j} (p_i - p_j)^2 = R sum p^2 - (sum p)^2 per example, on values centered
+    per example (the identity is shift invariant) to avoid cancellation.
+    """
+    P = _as_runs(P).astype(np.float64)
+    R, N = P.shape
+    D = P - P.mean(axis=0)
+    squared_sums = R * np.sum(D * D, axis=0) - np.sum(D, axis=0) ** 2
+    return float(np.sqrt(max(squared_sums.sum(), 0.0) / (_n_pairs(R) * N)))
+
+
+def pd_relative(P: np.ndarray, chunk_elements: int = CHUNK_ELEMENTS) -> float:
+    """Mean over run pairs and examples of |p_i - p_j| / ((p_i + p_j) / 2), 0 where both are 0.
+
+    Computed as 2 |p_i - p_j| / (p_i + p_j) over chunks of pairs holding about chunk_elements
+    values each, which bounds memory (small, cache-sized chunks are also the fastest).
+    """
+    P = _as_runs(P).astype(np.float64)
+    R, N = P.shape
+    rows_i, rows_j = np.triu_indices(R, k=1)
+    pairs_per_chunk = max(1, chunk_elements // N)
+    total = 0.0
+    for start in range(0, rows_i.size, pairs_per_chunk):
+        a = P[rows_i[start : start + pairs_per_chunk]]
+        b = P[rows_j[start : start + pairs_per_chunk]]
+        diff = np.abs(a - b)
+        pair_sum = a + b
+        total += np.divide(diff, pair_sum, out=np.zeros_like(diff), where=pair_sum > 0).sum()
+    return 2 * total / (_n_pairs(R) * N)
+
+
+def _per_example_churn(P: np.ndarray) -> np.ndarray:
+    """Per-example fraction of run pairs whose 0.5-thresholded labels differ, shape [N]."""
+    P = _as_runs(P)
+    R = P.shape[0]
+    positives = np.count_nonzero(P >= 0.5, axis=0).astype(np.float64)
+    return positives * (R - positives) / _n_pairs(R)
+
+
+def churn(P: np.ndarray) -> float:
+    """Fraction of (run pair, example) whose 0.5-thresholded labels differ."""
+    return float(_per_example_churn(P).mean())
+
+
+def per_example_std(P: np.ndarray) -> np.ndarray:
+    """Standard deviation across runs (ddof=0) per example, shape [N]."""
+    return np.std(_as_runs(P), axis=0, dtype=np.float64)
+
+
+def disagreement(P: np.ndarray) -> dict[str, float]:
+    """All cross-run disagreement summaries of P as python floats."""
+    return {
+        "pd": pd_l1(P),
+        "pd_relative": pd_relative(P),
+        "pd_l2": pd_l2(P),
+        "churn": churn(P),
+        "std_mean": float(per_example_std(P).mean()),
+    }
+
+
+# Statistics that are means over examples of a per-example quantity; bootstrap_ci resamples
+# those per-example values directly instead of recomputing the statistic on resampled P.
+PER_EXAMPLE = {pd_l1: per_example_pd, churn: _per_example_churn}
+
+
+def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Central percentile interval of the bootstrap samples at the given level."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(samples, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int = 200, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-example values, resampling examples."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = values.size
+    means = np.array([values[rng.integers(0, n, n)].mean() for _ in range(n_boot)])
+    return _percentile_interval(means, level)
+
+
+def bootstrap_ci(
+    P: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    axis: str = "examples",
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (low, high) of statistic(P), resampling examples or runs.
+
+    axis="examples" resamples columns with replacement; statistics listed in PER_EXAMPLE are
+    bootstrapped as means of their per-example values, computed once. axis="runs" resamples
+    rows with replacement: a run drawn twice forms pairs with itself that contribute zero
+    disagreement, which biases pairwise statistics slightly downward; this is accepted.
+    """
+    P = _as_runs(P)
+    if axis not in ("examples", "runs"):
+        raise ValueError(f"axis must be 'examples' or 'runs', got {axis!r}")
+    if axis == "examples" and statistic in PER_EXAMPLE:
+        return bootstrap_mean_ci(PER_EXAMPLE[statistic](P), n_boot, level, seed)
+    rng = np.random.default_rng(seed)
+    size = P.shape[1] if axis == "examples" else P.shape[0]
+    samples = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, size, size)
+        samples.append(statistic(P[:, idx] if axis == "examples" else P[idx]))
+    return _percentile_interval(np.array(samples), level)
+
+
+def ensemble_disagreement(
+    P: np.ndarray, y: np.ndarray, sizes: Sequence[int] | None = None
+) -> list[dict[str, int | float]]:
+    """Disagreement and quality of ensembles of k consecutive runs, for each k in sizes.
+
+    The runs are split in row order into floor(R / k) disjoint groups of k whose probabilities
+    are averaged; sizes default to 1, 2, 4, ... while 2k <= R.
+    """
+    P = _as_runs(P)
+    R, N = P.shape
+    if sizes is None:
+        sizes = [2**e for e in range(R.bit_length()) if 2 ** (e + 1) <= R]
+    results = []
+    for k in sizes:
+        n_ensembles = R // k if k > 0 else 0
+        if n_ensembles < 2:
+            raise ValueError(f"ensemble size {k} must leave at least 2 ensembles of {R} runs")
+        E = P[: n_ensembles * k].astype(np.float64).reshape(n_ensembles, k, N).mean(axis=1)
+        results.append(
+            {
+                "k": k,
+                "n_ensembles": n_ensembles,
+                "pd": pd_l1(E),
+                "accuracy": float(np.mean([accuracy(e, y) for e in E])),
+                "log_loss": float(np.mean([log_loss(e, y) for e in E])),
+            }
+        )
+    return results

@@ -1,0 +1,37 @@
+"""Per-source random generators: `seed` drives a source only if the randomness mode says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SOURCES = ("init", "shuffle", "perturb")
+_SOURCE_IDS = {name: index for index, name in enumerate(SOURCES)}
+
+# Which sources each randomness mode lets `seed` drive; the others use a fixed stream.
+RANDOM_SOURCES = {
+    "none": frozenset(),
+    "init": frozenset({"init"}),
+    "shuffle": frozenset({"shuffle"}),
+    "all": frozenset({"init", "shuffle"}),
+    "perturb": frozenset({"perturb"}),
+}
+
+
+def seed_sequence(source: str, seed: int, mode: str) -> np.random.SeedSequence:
+    """The seed sequence of one source: from `seed` if the mode randomizes it, else fixed."""
+    source_id = _SOURCE_IDS[source]
+    if source in RANDOM_SOURCES[mode]:
+        return np.random.SeedSequence([source_id, seed])
+    return np.random.SeedSequence([source_id])
+
+
+def numpy_generator(source: str, seed: int, mode: str) -> np.random.Generator:
+    """A numpy generator for one source."""
+    return np.random.default_rng(seed_sequence(source, seed, mode))
+
+
+def torch_generator(source: str, seed: int, mode: str) -> torch.Generator:
+    """A CPU torch generator for one source."""
+    state = seed_sequence(source, seed, mode).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state & np.uint64(2**63 - 1)))

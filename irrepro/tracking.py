@@ -1,0 +1,178 @@
+"""MLflow bookkeeping: the store, run lifecycle, batched logging, resume and stale-run queries.
+
+`mlflow` is imported lazily: it is heavy, and `--help` or a config error should answer at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PARENT_RUN_ENV = "IRREPRO_PARENT_RUN_ID"
+SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
+PREDICTIONS = "predictions.npy"
+CONFIG_FILE = "config.yaml"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or written; the message says which and why."""
+
+
+def resolve_uri(uri: str, base_dir: str | os.PathLike) -> str:
+    """Make a relative `sqlite:///file.db` absolute against `base_dir` (where the user ran)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(base_dir) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite tracking URI, else None."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialize creation of a SQLite store: concurrent schema migrations collide."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "w")  # noqa: SIM115
+    except OSError as error:
+        raise TrackingError(f"cannot write the tracking store at {path}: {error}") from error
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _retrying(call, *args, attempts: int = 8, **kwargs):
+    """Call an MLflow function, retrying with backoff while SQLite reports a locked database."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # MLflow wraps the driver's error in its own types
+            if "database is locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class Tracker:
+    """One experiment in one tracking store."""
+
+    def __init__(self, uri: str, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        with _store_lock(uri):
+            try:
+                self.experiment_id = self._experiment_id(experiment)
+            except Exception as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise TrackingError(
+                    f"cannot use tracking store {uri!r}: {type(error).__name__}: {first_line}"
+                ) from error
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        path = sqlite_path(self.uri)
+        location = (path.parent / "mlartifacts").as_uri() if path else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def search(self, filter_string: str) -> list[Any]:
+        """All active runs of the experiment matching an MLflow filter string (every page)."""
+        runs, token = [], None
+        while True:
+            page = _retrying(
+                self.client.search_runs,
+                [self.experiment_id], filter_string=filter_string,
+                max_results=1000, page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_seeds(self, group: str) -> set[int]:
+        """Seeds of the group that already have a FINISHED run."""
+        runs = self.search(f"tags.group_key = '{group}' and attributes.status = 'FINISHED'")
+        return {int(run.data.tags["seed"]) for run in runs}
+
+    def start_run(self, name: str, tags: dict[str, str]) -> str:
+        """A new RUNNING run, tagged with this process so a dead one can be found later."""
+        tags = {**tags, "irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
+        run = _retrying(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
+        return run.info.run_id
+
+    def log_finished(
+        self,
+        run_id: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        curve: list[tuple[int, float]],
+        predictions: np.ndarray,
+        config_yaml: str,
+    ) -> None:
+        """Log a run's params, metrics, curve and artifacts in batches, then mark it FINISHED."""
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        entries = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+        entries += [Metric("train_loss", loss, now, step) for step, loss in curve]
+        _retrying(
+            self.client.log_batch, run_id,
+            metrics=entries, params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            np.save(Path(folder) / PREDICTIONS, predictions.astype(np.float32))
+            (Path(folder) / CONFIG_FILE).write_text(config_yaml)
+            self.client.log_artifacts(run_id, folder)
+        self.end_run(run_id, "FINISHED")
+
+    def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """Terminate a run; a FAILED or KILLED one carries its reason as a tag."""
+        if reason:
+            _retrying(self.client.set_tag, run_id, "failure_reason", reason[:5000])
+        _retrying(self.client.set_terminated, run_id, status=status)
+
+    def end_stale_runs(self) -> int:
+        """Mark KILLED the RUNNING runs whose process on this host is gone; return how many."""
+        host = socket.gethostname()
+        stale = 0
+        for run in self.search("attributes.status = 'RUNNING'"):
+            tags = run.data.tags
+            if tags.get("irrepro.host") != host or _alive(int(tags.get("irrepro.pid", "0"))):
+                continue
+            self.end_run(run.info.run_id, "KILLED", "the process running it ended without a word")
+            stale += 1
+        return stale
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

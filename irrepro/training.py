@@ -1,0 +1,136 @@
+"""The training engine: K replicas (one per seed) trained together as one stacked model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from irrepro.activations import get_activation
+from irrepro.config import Config, OptimizerConfig
+from irrepro.data import Dataset
+from irrepro.models import StackedNet, encode_inputs, init_parameters, perturb_one_weight
+from irrepro.seeds import numpy_generator, torch_generator
+from irrepro.shuffle import shuffle_order
+
+
+@dataclass
+class ReplicaResult:
+    """What one replica (one seed) produced: test predictions or the reason it failed."""
+
+    seed: int
+    predictions: np.ndarray | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    failure: str | None = None
+
+
+def make_deterministic(threads: int) -> None:
+    """Set every piece of global torch state a run depends on (workers may be reused)."""
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+
+def build_model(config: Config, seeds: list[int]) -> StackedNet:
+    """One replica per seed, each initialized from its own generator, stacked."""
+    mode = config.randomness.name
+    replicas = []
+    for seed in seeds:
+        params = init_parameters(
+            config.model, config.data.dim, torch_generator("init", seed, mode)
+        )
+        if mode == "perturb":
+            perturb_one_weight(params, numpy_generator("perturb", seed, mode))
+        replicas.append(params)
+    return StackedNet(replicas, get_activation(config.activation))
+
+
+def make_optimizer(config: OptimizerConfig, params) -> torch.optim.Optimizer:
+    """An element-wise optimizer, so that stacked replicas stay independent."""
+    optimizers = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
+    return optimizers[config.name](params, lr=config.lr, foreach=False)
+
+
+def _epoch_orders(config: Config, generators: list[np.random.Generator]) -> torch.Tensor:
+    n = config.data.n_train
+    window = config.randomness.window
+    return torch.from_numpy(np.stack([shuffle_order(n, window, rng) for rng in generators]))
+
+
+def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[ReplicaResult]:
+    """Train one model per seed in one stacked computation and predict the test set."""
+    make_deterministic(config.train.threads)
+    device = torch.device(config.train.device)
+    mode = config.randomness.name
+    results = [ReplicaResult(seed) for seed in seeds]
+    model = build_model(config, seeds).to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters())
+    x_train = encode_inputs(config.model, dataset.x_train).to(device)
+    y_train = torch.from_numpy(dataset.y_train).to(device)
+    shufflers = [numpy_generator("shuffle", seed, mode) for seed in seeds]
+    batch = config.train.batch_size
+    steps_per_pass = math.ceil(config.data.n_train / batch)
+    total_steps = steps_per_pass * config.train.passes
+    loss_sum = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+    since_log = 0
+    progress = tqdm(
+        total=total_steps, desc="train", unit="step", leave=False,
+        disable=None if config.train.progress else True,
+    )
+    step = 0
+    for _ in range(config.train.passes):
+        orders = _epoch_orders(config, shufflers).to(device)
+        for start in range(0, config.data.n_train, batch):
+            indices = orders[:, start:start + batch]
+            logits = model(x_train[indices])
+            losses = F.binary_cross_entropy_with_logits(
+                logits, y_train[indices], reduction="none"
+            ).mean(dim=1)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            loss_sum += losses.detach()
+            since_log += 1
+            step += 1
+            progress.update()
+            if since_log == config.train.log_every or step == total_steps:
+                _record(results, step, (loss_sum / since_log).tolist())
+                loss_sum.zero_()
+                since_log = 0
+                if all(result.failure for result in results):
+                    progress.close()
+                    return results
+    progress.close()
+    _predict(model, config, dataset, results, device)
+    return results
+
+
+def _record(results: list[ReplicaResult], step: int, losses: list[float]) -> None:
+    for result, loss in zip(results, losses, strict=True):
+        if result.failure:
+            continue
+        if not math.isfinite(loss):
+            result.failure = f"training loss diverged ({loss}) by step {step}"
+        else:
+            result.curve.append((step, loss))
+
+
+@torch.no_grad()
+def _predict(model, config, dataset, results, device) -> None:
+    inputs = encode_inputs(config.model, dataset.x_test).to(device)
+    stacked = inputs.unsqueeze(0).repeat(len(results), *[1] * inputs.dim())
+    logits = model(stacked).cpu()
+    for result, row in zip(results, logits, strict=True):
+        # Row by row: a vectorized kernel rounds its tail differently, so one replica
+        # would not match the same seed trained alone.
+        predictions = torch.sigmoid(row).numpy()
+        if result.failure:
+            continue
+        if not np.isfinite(predictions).all():
+            result.failure = "test predictions are not finite"
+        else:
+            result.predictions = predictions
