@@ -9,8 +9,8 @@ import os
 import uuid
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from irrepro import tracking
@@ -20,17 +20,18 @@ from irrepro.job import JobSummary, run_job
 log = logging.getLogger(__name__)
 
 
-def tracker_for(config: Config) -> tracking.Tracker:
-    """The tracker a config points at, relative paths taken from where the user ran."""
-    uri = tracking.resolve_uri(config.tracking.uri, HydraConfig.get().runtime.cwd)
+def tracker_for(config: Config, cwd: str) -> tracking.Tracker:
+    """The tracker a config points at, relative paths taken from `cwd` (where the user ran)."""
+    uri = tracking.resolve_uri(config.tracking.uri, cwd)
     return tracking.Tracker(uri, config.tracking.experiment)
 
 
 def train_from_hydra(config: DictConfig) -> JobSummary:
     """Validate the composed config, then run the job against its tracking store."""
     typed = to_config(config)
-    tracker = tracker_for(typed)
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_config = HydraConfig.get()
+    tracker = tracker_for(typed, hydra_config.runtime.cwd)
+    if hydra_config.mode != RunMode.MULTIRUN:
         tracker.end_stale_runs()
     return run_job(typed, tracker)
 
@@ -47,7 +48,7 @@ class MlflowSweepCallback(Callback):
         self.parent: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.tracker = tracker_for(to_config(config))
+        self.tracker = tracker_for(to_config(config), config.hydra.runtime.cwd)
         stale = self.tracker.end_stale_runs()
         if stale:
             log.warning("marked %d runs KILLED whose process had died", stale)

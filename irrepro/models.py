@@ -97,5 +97,6 @@ class StackedNet(torch.nn.Module):
             hidden = self.activation(torch.baddbmm(bias, hidden, weight))
         # The single-output layer as a product and a row sum: a matrix-vector kernel would
         # round differently for one replica than for several.
-        weight, bias = self.params[f"weight{self.layers - 1}"], self.params[f"bias{self.layers - 1}"]
+        last = self.layers - 1
+        weight, bias = self.params[f"weight{last}"], self.params[f"bias{last}"]
         return (hidden * weight.transpose(1, 2)).sum(dim=-1) + bias.squeeze(-1)

@@ -1,0 +1,137 @@
+"""The real `train.py` against a real SQLite MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.cli import ROOT, TINY_ARGS, client, runs, train
+
+
+def children(cwd):
+    return [r for r in runs(cwd) if "mlflow.parentRunId" in r.data.tags]
+
+
+def predictions_of(cwd, run):
+    path = client(cwd).download_artifacts(run.info.run_id, "predictions.npy", str(cwd))
+    return np.load(path)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One multirun of 2 activations x 2 seeds, then the same again (resume)."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    first = train(["-m", "activation=relu,smelu", "seed=0,1"], cwd)
+    second = train(["-m", "activation=relu,smelu", "seed=0,1"], cwd)
+    return cwd, first, second
+
+
+def test_a_multirun_logs_one_finished_child_per_job_under_one_parent(sweep):
+    cwd, _, _ = sweep
+    all_runs = runs(cwd)
+    jobs = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId")]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in jobs}
+    assert len(jobs) == 4 and len(parents) == 1
+    parent = client(cwd).get_run(parents.pop())
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in jobs)
+
+
+def test_each_run_has_params_tags_metrics_and_artifacts(sweep):
+    cwd, _, _ = sweep
+    run = children(cwd)[0]
+    assert run.data.params["data.n_test"] == "64"
+    assert run.data.params["activation.name"] in ("relu", "smelu")
+    assert "replicas" not in run.data.params and "tracking.uri" not in run.data.params
+    for tag in ("group_key", "config_hash", "data_hash", "seed", "sweep_id"):
+        assert run.data.tags[tag]
+    for metric in ("log_loss", "excess_log_loss", "accuracy", "auc", "train_loss"):
+        assert np.isfinite(run.data.metrics[metric])
+    curve = client(cwd).get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in curve] == [4, 8]
+    p = predictions_of(cwd, run)
+    assert p.dtype == np.float32 and p.shape == (64,)
+    config_path = client(cwd).download_artifacts(run.info.run_id, "config.yaml", str(cwd))
+    with open(config_path) as handle:
+        assert yaml.safe_load(handle)["seed"] == int(run.data.tags["seed"])
+
+
+def test_seeds_share_a_group_and_the_data_hash(sweep):
+    cwd, _, _ = sweep
+    by_group = {}
+    for run in children(cwd):
+        by_group.setdefault(run.data.tags["group_key"], set()).add(run.data.tags["seed"])
+    assert sorted(by_group.values(), key=sorted) == [{"0", "1"}, {"0", "1"}]
+    assert len({r.data.tags["data_hash"] for r in children(cwd)}) == 1
+
+
+def test_a_second_sweep_skips_finished_runs(sweep):
+    cwd, _, second = sweep
+    assert len(children(cwd)) == 4
+    assert second.stdout.count("already FINISHED") + second.stderr.count("already FINISHED") == 4
+
+
+def test_progress_bar_is_quiet_without_a_tty(sweep):
+    _, first, _ = sweep
+    assert "step/s" not in first.stderr and "step/s" not in first.stdout
+
+
+def test_force_retrains_and_replicas_log_one_run_per_seed(tmp_path):
+    train(["seed=3", "replicas=3"], tmp_path)
+    train(["seed=3", "replicas=2", "force=true"], tmp_path)
+    seeds = sorted(int(r.data.tags["seed"]) for r in runs(tmp_path))
+    assert seeds == [3, 3, 4, 4, 5]
+    assert len({r.data.tags["group_key"] for r in runs(tmp_path)}) == 1
+
+
+def test_fixed_runs_are_bit_identical_across_processes(tmp_path):
+    train(["randomness=none", "randomness.window=16", "seed=0"], tmp_path)
+    train(["randomness=none", "randomness.window=16", "seed=1"], tmp_path)
+    first, second = (predictions_of(tmp_path, run) for run in runs(tmp_path))
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("randomness.window=0", "randomness.window"), ("optimizer.lr=0", "optimizer.lr"),
+     ("activation.beta=-1", "activation.beta"), ("data.dim=0", "data.dim"),
+     ("data.dim=abc", "data.dim"), ("activation=relu6", "activation")],
+)
+def test_bad_input_fails_before_training_naming_the_key(tmp_path, override, key):
+    result = train([override], tmp_path, check=False)
+    assert result.returncode != 0
+    assert key in result.stderr
+    assert runs(tmp_path) == []
+
+
+def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
+    result = train(["-m", "optimizer.lr=0.1,1e12"], tmp_path)
+    assert result.returncode == 0
+    status = {r.data.params.get("optimizer.lr", r.data.tags.get("seed")): r for r in runs(tmp_path)
+              if "mlflow.parentRunId" in r.data.tags}
+    assert status["0.1"].info.status == "FINISHED"
+    failed = [r for r in runs(tmp_path) if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "diverged" in failed[0].data.tags["failure_reason"]
+
+
+def test_an_interrupted_run_ends_killed_and_is_redone(tmp_path):
+    args = [*TINY_ARGS, "data.n_train=400000", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/outputs"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not runs(tmp_path):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    (killed,) = runs(tmp_path)
+    assert killed.info.status == "KILLED"
+    train(["data.n_train=400000", "train.passes=1", "data.n_train=256"], tmp_path)
+    assert sorted(r.info.status for r in runs(tmp_path)) == ["FINISHED", "KILLED"]
