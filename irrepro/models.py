@@ -60,6 +60,12 @@ def init_parameters(
     return params
 
 
+def parameter_count(config: ModelConfig, dim: int) -> int:
+    """Trainable parameters of one network."""
+    shapes = init_parameters(config, dim, torch.Generator().manual_seed(0)).values()
+    return sum(tensor.numel() for tensor in shapes)
+
+
 def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator) -> None:
     """Move one weight, chosen by `rng`, by one unit in the last place (in place)."""
     sizes = [tensor.numel() for tensor in params.values()]

@@ -74,24 +74,28 @@ def _retrying(call, *args, attempts: int = 8, **kwargs):
 class Tracker:
     """One experiment in one tracking store."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, create: bool = True):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         with _store_lock(uri):
             try:
-                self.experiment_id = self._experiment_id(experiment)
+                self.experiment_id = self._experiment_id(experiment, create)
+            except TrackingError:
+                raise
             except Exception as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise TrackingError(
                     f"cannot use tracking store {uri!r}: {type(error).__name__}: {first_line}"
                 ) from error
 
-    def _experiment_id(self, name: str) -> str:
+    def _experiment_id(self, name: str, create: bool) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        if not create:
+            raise TrackingError(f"no experiment named {name!r} in {self.uri}")
         path = sqlite_path(self.uri)
         location = (path.parent / "mlartifacts").as_uri() if path else None
         return self.client.create_experiment(name, artifact_location=location)

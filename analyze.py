@@ -1,0 +1,46 @@
+"""Measure cross-run disagreement of finished runs in MLflow; write reports and figures."""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--experiment", default="irrepro", help="MLflow experiment (the study)")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--sweep-id", help="only runs of this sweep")
+    parser.add_argument("--parent-run-id", help="only children of this parent run")
+    parser.add_argument("--filter", default="", help="an MLflow search filter string")
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--no-mlflow-run", action="store_true",
+                        help="do not log the analysis as an MLflow run")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    from irrepro.analysis import AnalysisError
+    from irrepro.report import analyze
+    from irrepro.tracking import Tracker, TrackingError, resolve_uri
+
+    try:
+        uri = resolve_uri(args.tracking_uri, os.getcwd())
+        tracker = Tracker(uri, args.experiment, create=False)
+        analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
+                args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
+    except (AnalysisError, TrackingError) as error:
+        print(f"analyze.py: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Time K seeds trained as one stacked job against K single runs, in one process.
+
+    python bench/replicas.py [--replicas 1 10 50] [--device cpu]
+
+Prints, per model and K, the seconds of K single runs, of one K-replica job, and their
+ratio; then the per-run cost of logging K runs to a fresh SQLite MLflow store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from irrepro.config import to_config
+from irrepro.data import make_dataset
+from irrepro.job import replica_config
+from irrepro.metrics import run_metrics
+from irrepro.training import train_replicas
+
+MODELS = {
+    "one_unit": {"model": {"name": "one_unit", "depth": 1, "width": 1}},
+    "two_units": {"model": {"name": "two_units", "depth": 1, "width": 2}},
+    "mlp(2x16)": {"model": {"name": "mlp", "depth": 2, "width": 16}},
+}
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_training(replica_counts, device):
+    print(f"{'model':<10} {'K':>3} {'K single runs s':>16} {'one K-job s':>12} {'ratio':>7}")
+    for name, overrides in MODELS.items():
+        config = to_config(OmegaConf.create(
+            {**overrides, "train": {"progress": False, "device": device}}))
+        dataset = make_dataset(config.data)
+        train_replicas(config, [0], dataset)  # warm-up
+        for k in replica_counts:
+            seeds = list(range(k))
+            single = seconds(lambda: [train_replicas(config, [s], dataset) for s in seeds])
+            stacked = seconds(lambda: train_replicas(config, seeds, dataset))
+            print(f"{name:<10} {k:>3} {single:>16.2f} {stacked:>12.2f} {single / stacked:>6.1f}x")
+
+
+def bench_logging(k):
+    from irrepro import tracking
+
+    config = to_config(OmegaConf.create({"train": {"progress": False}}))
+    dataset = make_dataset(config.data)
+    results = train_replicas(config, list(range(k)), dataset)
+    with tempfile.TemporaryDirectory() as folder:
+        tracker = tracking.Tracker(f"sqlite:///{folder}/mlflow.db", "bench")
+        start = time.perf_counter()
+        for result in results:
+            single = replica_config(config, result.seed)
+            run_id = tracker.start_run(f"s{result.seed}", {"seed": str(result.seed)})
+            tracker.log_finished(
+                run_id, {"seed": result.seed}, run_metrics(
+                    result.predictions, dataset.y_test, dataset.p_test),
+                result.curve, result.predictions, str(single),
+            )
+        elapsed = time.perf_counter() - start
+    train = seconds(lambda: train_replicas(config, list(range(k)), dataset))
+    print(f"MLflow logging of {k} runs: {elapsed:.2f} s, {elapsed / k * 1000:.0f} ms per run "
+          f"(training the {k} replicas: {train:.2f} s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    np.set_printoptions(precision=3)
+    bench_training(args.replicas, args.device)
+    bench_logging(max(args.replicas))
+
+
+if __name__ == "__main__":
+    main()

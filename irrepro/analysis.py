@@ -1,0 +1,238 @@
+"""The analysis stage: select finished runs, group them by group key, measure disagreement."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+
+from irrepro import metrics
+from irrepro.config import Config, flatten, run_params, to_config
+from irrepro.data import make_dataset
+from irrepro.models import parameter_count
+from irrepro.tracking import PREDICTIONS, Tracker
+
+log = logging.getLogger(__name__)
+
+RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc")
+# Config columns every summary keeps, varying or not: they label the figures.
+LABEL_COLUMNS = (
+    "data.name", "model.name", "model.depth", "model.width", "activation.name",
+    "activation.beta", "randomness.name", "randomness.window", "optimizer.name", "optimizer.lr",
+)
+
+
+class AnalysisError(RuntimeError):
+    """Nothing to analyze, or an artifact that cannot be read; the message says which."""
+
+
+@dataclass
+class Selection:
+    """The finished runs chosen for analysis, and why others were left out."""
+
+    runs: list[Any]
+    skipped: Counter = field(default_factory=Counter)
+
+    def describe(self) -> str:
+        """One line: how many runs were selected and how many skipped, by reason."""
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items()))
+        return f"{len(self.runs)} runs selected" + (f"; skipped {reasons}" if reasons else "")
+
+
+@dataclass
+class Group:
+    """Runs that differ only in seed, with their predictions stacked as [runs, examples]."""
+
+    key: str
+    config: Config
+    run_ids: list[str]
+    predictions: np.ndarray
+    run_metrics: dict[str, np.ndarray]
+
+
+def select_runs(
+    tracker: Tracker,
+    sweep_id: str | None = None,
+    parent_run_id: str | None = None,
+    filter_string: str = "",
+) -> Selection:
+    """Training runs of the experiment (optionally of one sweep or parent) that FINISHED."""
+    clauses = ["tags.group_key LIKE '%'"]
+    if sweep_id:
+        clauses.append(f"tags.sweep_id = '{sweep_id}'")
+    if parent_run_id:
+        clauses.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    if filter_string:
+        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+    selection = Selection([])
+    for run in tracker.search(" and ".join(clauses)):
+        status = run.info.status
+        if status == "FINISHED":
+            selection.runs.append(run)
+        else:
+            selection.skipped[status.lower()] += 1
+    return selection
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def _load_one(tracking_uri: str, run: Any) -> np.ndarray | None:
+    """A run's predictions, read in place when the artifact store is a local folder."""
+    local = _local_path(run.info.artifact_uri)
+    if local is not None:
+        path = local / PREDICTIONS
+        if not path.exists():
+            return None
+    else:
+        import mlflow
+
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=PREDICTIONS, tracking_uri=tracking_uri
+            )
+        except Exception:  # the server answers "not found" in several ways
+            return None
+    try:
+        predictions = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise AnalysisError(
+            f"run {run.info.run_id}: {PREDICTIONS} is unreadable ({error})"
+        ) from error
+    if predictions.ndim != 1 or not np.isfinite(predictions).all():
+        raise AnalysisError(
+            f"run {run.info.run_id}: {PREDICTIONS} is not a finite 1-d array"
+        )
+    return predictions
+
+
+def load_predictions(tracker: Tracker, runs: list[Any], workers: int = 16) -> list:
+    """Every run's predictions (None where missing), fetched in parallel from a server."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda run: _load_one(tracker.uri, run), runs))
+
+
+def config_of(run: Any) -> Config:
+    """The typed config a run was trained with, rebuilt from its params."""
+    nested: dict[str, Any] = {}
+    for key, value in run.data.params.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return to_config(nested)
+
+
+def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
+    """Group the selected runs; drop runs with missing predictions or foreign data."""
+    by_key: dict[str, list[tuple[Any, np.ndarray]]] = {}
+    for run, predictions in zip(
+        selection.runs, load_predictions(tracker, selection.runs), strict=True
+    ):
+        if predictions is None:
+            selection.skipped["missing predictions artifact"] += 1
+            continue
+        by_key.setdefault(run.data.tags["group_key"], []).append((run, predictions))
+    groups = []
+    for key, members in sorted(by_key.items()):
+        config = config_of(members[0][0])
+        digest = make_dataset(config.data).digest
+        kept = [(run, p) for run, p in members if run.data.tags.get("data_hash") == digest]
+        selection.skipped["different data hash"] += len(members) - len(kept)
+        if not kept:
+            continue
+        kept.sort(key=lambda member: int(member[0].data.tags["seed"]))
+        groups.append(Group(
+            key=key,
+            config=config,
+            run_ids=[run.info.run_id for run, _ in kept],
+            predictions=np.stack([p for _, p in kept]),
+            run_metrics={
+                name: np.array([run.data.metrics.get(name, np.nan) for run, _ in kept])
+                for name in RUN_METRICS
+            },
+        ))
+    selection.skipped = Counter({k: v for k, v in selection.skipped.items() if v})
+    return groups
+
+
+def _group_columns(group: Group) -> dict[str, Any]:
+    params = run_params(group.config)
+    params.pop("seed")
+    columns = {"group_key": group.key, **flatten(params)}
+    columns["n_params"] = parameter_count(group.config.model, group.config.data.dim)
+    columns["n_runs"] = len(group.run_ids)
+    return columns
+
+
+def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
+    """One summary row: the group's config, its disagreement with a CI, its run metrics."""
+    row = _group_columns(group)
+    if len(group.run_ids) >= 2:
+        row.update(metrics.disagreement(group.predictions))
+        row["pd_low"], row["pd_high"] = metrics.bootstrap_ci(
+            group.predictions, metrics.pd_l1, n_boot=n_boot
+        )
+    else:
+        for name in ("pd", "pd_low", "pd_high", "pd_relative", "pd_l2", "churn", "std_mean"):
+            row[name] = np.nan
+    for name, values in group.run_metrics.items():
+        row[f"{name}_mean"] = float(np.mean(values))
+        row[f"{name}_std"] = float(np.std(values))
+    return row
+
+
+def ensemble_rows(group: Group) -> list[dict[str, Any]]:
+    """Disagreement between ensembles of k runs, for k = 1, 2, 4, ..."""
+    if len(group.run_ids) < 2:
+        return []
+    labels = _group_columns(group)
+    y_test = make_dataset(group.config.data).y_test
+    return [{**labels, **row} for row in metrics.ensemble_disagreement(group.predictions, y_test)]
+
+
+def per_example(group: Group) -> tuple[np.ndarray, np.ndarray]:
+    """Each test example's teacher probability and its PD across the group's runs."""
+    return make_dataset(group.config.data).p_test, metrics.per_example_pd(group.predictions)
+
+
+def summary_frame(groups: list[Group]) -> pd.DataFrame:
+    """One row per group: label columns, the config values that vary, then the measures."""
+    frame = pd.DataFrame([summarize(group) for group in groups])
+    frame = frame[_ordered_columns(frame)]
+    labels = [c for c in frame.columns if c in LABEL_COLUMNS]
+    return frame.sort_values(labels, kind="stable").reset_index(drop=True)
+
+
+def _ordered_columns(frame: pd.DataFrame) -> list[str]:
+    measures = [c for c in frame.columns if c.split(".")[0] not in Config.__annotations__]
+    configs = [c for c in frame.columns if c not in measures]
+    varying = [c for c in configs if c in LABEL_COLUMNS or frame[c].nunique(dropna=False) > 1]
+    return [c for c in measures if c == "group_key"] + varying + [
+        c for c in measures if c != "group_key"
+    ]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table, numbers to 4 significant digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,347 @@
+"""Figures of a study's analysis: PD against activation, window, size, quality and ensembles.
+
+Config columns are the dotted ones (``activation.name``, ``randomness.window``, ...). A
+figure draws one series per combination of the config values that vary over its data,
+except the ones it plots against. Groups without a PD (fewer than 2 runs) are left out.
+Every figure function returns the path it wrote, or None when the data cannot support it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from irrepro.config import ACTIVATIONS, DATA_KINDS, MODELS, OPTIMIZERS, RANDOMNESS
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+PD_LABEL = r"PD, mean $|p_i - p_j|$"
+PARAMS_LABEL = "model size (trainable parameters)"
+TOP_GROUPS = 8
+# Value orders used for bars, legends and colors; other values sort after these.
+CANONICAL = {
+    "activation.name": ACTIVATIONS, "model.name": MODELS, "randomness.name": RANDOMNESS,
+    "data.name": DATA_KINDS, "optimizer.name": OPTIMIZERS,
+}
+# Config values that are readable without their key in a label.
+SELF_NAMED = ("activation.name", "model.name", "data.name", "optimizer.name")
+# Label keys come in this order, then the rest in column order.
+KEY_ORDER = ("activation.name", "model.name", "randomness.name", "randomness.window")
+# Config values that set the parameter count: pd_by_size draws along them, not across.
+SIZE_KEYS = (
+    "model.name", "model.depth", "model.width", "model.embedding_dim", "model.buckets",
+    "data.dim",
+)
+COLORS = plt.get_cmap("tab10").colors
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def label(row: pd.Series, keys: Sequence[str] | None = None) -> str:
+    """Legend label such as 'relu, randomness=init, window=64' from a row's config values.
+
+    `keys` are the config columns to show, usually those that vary (see `varying`);
+    by default all dotted columns of the row.
+    """
+    keys = [k for k in row.index if "." in k] if keys is None else keys
+    return ", ".join(_part(key, row[key]) for key in keys)
+
+
+def varying(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Config columns of `frame` that take more than one value, minus `exclude`."""
+    keys = [c for c in frame.columns if "." in c and c not in exclude]
+    keys = [c for c in keys if frame[c].nunique(dropna=False) > 1]
+    return sorted(keys, key=lambda k: KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER))
+
+
+def _part(key: str, value: object) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if key in SELF_NAMED:
+        return text
+    parent, leaf = key.rsplit(".", 1)
+    return f"{parent.rsplit('.', 1)[-1] if leaf == 'name' else leaf}={text}"
+
+
+def _levels(column: pd.Series) -> list:
+    """Distinct values of a column: canonical ones in canonical order, then the rest sorted."""
+    canonical = CANONICAL.get(column.name, ())
+    present = set(column.dropna())
+    return [v for v in canonical if v in present] + sorted(present - set(canonical))
+
+
+def _rank(column: pd.Series) -> pd.Series:
+    return column.map({value: i for i, value in enumerate(_levels(column))})
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows ordered by the `keys` values, each in canonical order."""
+    return frame.sort_values(keys, key=_rank, kind="stable") if keys else frame
+
+
+def _series(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, rows) for each combination of the `keys` values, in canonical order."""
+    if not keys:
+        yield "", frame
+        return
+    for _, rows in _sorted(frame, keys).groupby(keys, sort=False, dropna=False):
+        yield label(rows.iloc[0], keys), rows
+
+
+def _style(i: int) -> dict:
+    """Color and line style of the i-th series: ten colors, then the next line style."""
+    return {"color": COLORS[i % len(COLORS)], "linestyle": LINESTYLES[i // len(COLORS) % 4]}
+
+
+def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[np.isfinite(frame["pd"])]
+
+
+def _title(study: str, text: str) -> str:
+    return f"{study}: {text}" if study else text
+
+
+def _pd_scale(axes: Sequence, values: pd.Series) -> str:
+    """Symlog y when positive PDs span more than 100x, so PD = 0 still sits at the foot.
+
+    Returns the note to append to the PD axis label.
+    """
+    positive = values[values > 0]
+    if positive.empty or positive.max() / positive.min() <= 100:
+        return ""
+    threshold = 10.0 ** np.floor(np.log10(positive.min()))
+    for ax in axes:
+        ax.set_yscale("symlog", linthresh=threshold, linscale=0.3)
+    return " (symlog scale)"
+
+
+def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.DataFrame, str]:
+    """Rows of the TOP_GROUPS groups with the highest score (indexed by group_key)."""
+    if len(scores) <= TOP_GROUPS:
+        return frame, title
+    top = scores.nlargest(TOP_GROUPS).index
+    return frame[frame["group_key"].isin(top)], f"{title} (top {TOP_GROUPS} of {len(scores)} by PD)"
+
+
+def _legend(fig: plt.Figure, ax: plt.Axes, title: str | None = None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if any(labels):
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", title=title)
+
+
+@contextmanager
+def _figure(path: str | Path, title: str, ncols: int = 1, width: float = 7.0, **kwargs):
+    """A titled figure with `ncols` panels, saved to `path` on success and always closed."""
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(width, 4.5), squeeze=False, layout="constrained", **kwargs
+    )
+    try:
+        fig.suptitle(title)
+        yield fig, axes[0]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
+           band: tuple[str, str] | None = None) -> None:
+    """One line per series of y against x, with an optional shaded band between two columns."""
+    for i, (name, rows) in enumerate(_series(frame, keys)):
+        rows = rows.sort_values(x)
+        style = _style(i)
+        ax.plot(rows[x], rows[y], marker="o", markersize=4, label=name, **style)
+        if band:
+            ax.fill_between(rows[x], rows[band[0]], rows[band[1]], color=style["color"],
+                            alpha=0.15, linewidth=0)
+
+
+def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """Bars of PD per activation, one per other varying config (e.g. randomness), 95% CI.
+
+    One panel per model when `model.name` varies. When positive PDs span more than 100x
+    the y axis is symlog; bars of PD exactly 0 (e.g. randomness=none) are marked "0".
+    """
+    data = _with_pd(summary)
+    if data["activation.name"].nunique() < 2:
+        return None
+    activations = _levels(data["activation.name"])
+    models = _levels(data["model.name"])
+    series = list(_series(data, varying(data, exclude=("activation.name", "model.name"))))
+    width = 0.8 / len(series)
+    with _figure(path, _title(study, "PD by activation"), len(models),
+                 width=max(7.0, 3.5 * len(models)), sharey=True) as (fig, axes):
+        for ax, model in zip(axes, models, strict=True):
+            for i, (name, rows) in enumerate(series):
+                rows = rows[rows["model.name"] == model]
+                offset = (i - (len(series) - 1) / 2) * width
+                x = rows["activation.name"].map(activations.index) + offset
+                low = (rows["pd"] - rows["pd_low"]).clip(lower=0).fillna(0)
+                high = (rows["pd_high"] - rows["pd"]).clip(lower=0).fillna(0)
+                ax.bar(x, rows["pd"], width, yerr=[low, high], capsize=2, label=name,
+                       color=_style(i)["color"], error_kw={"linewidth": 0.8})
+                for xi in x[rows["pd"] == 0]:
+                    ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
+            ax.set_xticks(range(len(activations)), activations,
+                          rotation=30 if len(activations) > 4 else 0)
+            ax.set_xlabel("activation")
+            if len(models) > 1:
+                ax.set_title(model)
+        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
+        _legend(fig, axes[0])
+    return Path(path)
+
+
+def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """PD against the shuffle window (log2 x), one line per other varying config, 95% CI band.
+
+    Needs at least 3 windows.
+    """
+    data = _with_pd(summary)
+    if data["randomness.window"].nunique() < 3:
+        return None
+    with _figure(path, _title(study, "PD by shuffle window")) as (fig, (ax,)):
+        _lines(ax, data, varying(data, exclude=("randomness.window",)), "randomness.window",
+               "pd", band=("pd_low", "pd_high"))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("shuffle window (examples)")
+        ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
+        _legend(fig, ax)
+    return Path(path)
+
+
+def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """PD (95% CI band) and excess log loss (+-1 std band) against parameter count (log x).
+
+    One line per varying config other than those that set the size (`SIZE_KEYS`).
+    Needs at least 2 parameter counts.
+    """
+    data = _with_pd(summary)
+    if data["n_params"].nunique() < 2:
+        return None
+    data = data.assign(
+        loss_low=data["excess_log_loss_mean"] - data["excess_log_loss_std"],
+        loss_high=data["excess_log_loss_mean"] + data["excess_log_loss_std"],
+    )
+    keys = varying(data, exclude=SIZE_KEYS)
+    with _figure(path, _title(study, "PD and excess log loss by model size"), 2) as (fig, axes):
+        _lines(axes[0], data, keys, "n_params", "pd", band=("pd_low", "pd_high"))
+        _lines(axes[1], data, keys, "n_params", "excess_log_loss_mean",
+               band=("loss_low", "loss_high"))
+        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], data["pd"]))
+        axes[1].set_ylabel("excess log loss (nats)")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlabel(PARAMS_LABEL)
+        _legend(fig, axes[0])
+    return Path(path)
+
+
+def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """PD against excess log loss, one point per group: color = activation, marker = model."""
+    data = _with_pd(summary)
+    if len(data) < 2:
+        return None
+    activations = _levels(data["activation.name"])
+    models = _levels(data["model.name"])
+    with _figure(path, _title(study, "PD vs excess log loss")) as (fig, (ax,)):
+        for model_index, model in enumerate(models):
+            rows = data[data["model.name"] == model]
+            colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
+            ax.scatter(rows["excess_log_loss_mean"], rows["pd"], c=colors,
+                       marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
+        handles = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", linestyle="",
+                          label=a) for i, a in enumerate(activations)]
+        handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
+                           label=m) for i, m in enumerate(models)]
+        fig.legend(handles=handles, fontsize="small", loc="outside right upper")
+        ax.set_xlabel("excess log loss (nats)")
+        ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
+    return Path(path)
+
+
+def pd_by_teacher_probability(
+    summary: pd.DataFrame, per_example: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path, *, study: str = "", bins: int = 20,
+) -> Path | None:
+    """Mean per-example PD in `bins` bins of the teacher's probability p*(x), one line per group.
+
+    Keeps the TOP_GROUPS groups of highest overall PD, and says so in the title.
+    """
+    data = _with_pd(summary)
+    data = data[data["group_key"].isin(list(per_example))]
+    if data.empty:
+        return None
+    data, title = _keep_top(data, data.set_index("group_key")["pd"],
+                            "PD by teacher probability")
+    keys = varying(data)
+    edges = np.linspace(0, 1, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    means = []
+    with _figure(path, _title(study, title)) as (fig, (ax,)):
+        for i, (_, row) in enumerate(_sorted(data, keys).iterrows()):
+            p_star, pd_x = per_example[row["group_key"]]
+            which = np.clip(np.digitize(p_star, edges) - 1, 0, bins - 1)
+            counts = np.bincount(which, minlength=bins)
+            with np.errstate(invalid="ignore"):
+                mean = np.bincount(which, weights=pd_x, minlength=bins) / counts
+            means.append(mean)
+            ax.plot(centers, mean, marker="o", markersize=3, label=label(row, keys), **_style(i))
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(r"teacher probability $p^*(x)$")
+        values = pd.Series(np.concatenate(means))
+        ax.set_ylabel(PD_LABEL + _pd_scale([ax], values[np.isfinite(values)]))
+        _legend(fig, ax)
+    return Path(path)
+
+
+def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """PD and accuracy against ensemble size k (log2 x), one line per group.
+
+    Keeps the TOP_GROUPS groups with the highest PD of single models, and says so in the title.
+    Needs at least 2 ensemble sizes.
+    """
+    if ensembles.empty or ensembles["k"].nunique() < 2:
+        return None
+    single = ensembles[ensembles["k"] == ensembles["k"].min()]
+    data, title = _keep_top(ensembles, single.set_index("group_key")["pd"],
+                            "ensemble PD and accuracy by size")
+    keys = varying(data)
+    with _figure(path, _title(study, title), 2) as (fig, axes):
+        _lines(axes[0], _with_pd(data), keys, "k", "pd")
+        _lines(axes[1], data, keys, "k", "accuracy")
+        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
+        axes[1].set_ylabel("accuracy (fraction correct)")
+        for ax in axes:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("ensemble size k (models averaged)")
+        _legend(fig, axes[0])
+    return Path(path)
+
+
+def draw_all(
+    summary: pd.DataFrame, ensembles: pd.DataFrame | None,
+    per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
+    out_dir: str | Path, study: str,
+) -> list[Path]:
+    """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "pd_by_activation": lambda p: pd_by_activation(summary, p, study=study),
+        "pd_by_window": lambda p: pd_by_window(summary, p, study=study),
+        "pd_by_size": lambda p: pd_by_size(summary, p, study=study),
+        "tradeoff": lambda p: tradeoff(summary, p, study=study),
+        "pd_by_teacher_probability": lambda p: pd_by_teacher_probability(
+            summary, per_example or {}, p, study=study),
+        "ensemble_pd": lambda p: None if ensembles is None else ensemble_pd(
+            ensembles, p, study=study),
+    }
+    written = [draw(out_dir / f"{name}.png") for name, draw in figures.items()]
+    return [path for path in written if path is not None]

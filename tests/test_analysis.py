@@ -1,0 +1,84 @@
+"""Selection, grouping and summaries over a real (temporary) MLflow store, in process."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from irrepro import analysis, metrics
+from irrepro.config import group_key
+from irrepro.data import make_dataset
+from irrepro.job import run_job
+from irrepro.tracking import Tracker
+from tests.conftest import make_config
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two groups of 3 seeds each, plus a failed run, a foreign-data run and a bare run."""
+    folder = tmp_path_factory.mktemp("store")
+    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "analysis")
+    relu = make_config(replicas=3, **{"activation.name": "relu"})
+    smelu = make_config(replicas=3, **{"activation.name": "smelu"})
+    run_job(relu, tracker)
+    run_job(smelu, tracker)
+    run_job(make_config(**{"optimizer.lr": 1e12, "seed": 10}), tracker)  # diverges: FAILED
+    foreign = run_job(dataclasses.replace(relu, seed=20, replicas=1), tracker)
+    tracker.client.set_tag(foreign.finished[20], "data_hash", "not-the-data")
+    digest = make_dataset(relu.data).digest
+    bare = tracker.start_run("bare", {"group_key": group_key(relu), "data_hash": digest,
+                                      "seed": "30"})
+    tracker.end_run(bare, "FINISHED")
+    return tracker, relu, smelu
+
+
+def test_only_finished_runs_are_selected_and_the_rest_counted(store):
+    tracker, _, _ = store
+    selection = analysis.select_runs(tracker)
+    assert len(selection.runs) == 8
+    assert selection.skipped == {"failed": 1}
+
+
+def test_runs_with_other_data_or_no_predictions_are_left_out_with_a_reason(store):
+    tracker, _, _ = store
+    selection = analysis.select_runs(tracker)
+    groups = analysis.build_groups(tracker, selection)
+    assert sorted(len(g.run_ids) for g in groups) == [3, 3]
+    assert selection.skipped == {"failed": 1, "different data hash": 1,
+                                 "missing predictions artifact": 1}
+    assert "skipped 1 different data hash, 1 failed" in selection.describe()
+
+
+def test_groups_hold_seeds_of_one_config_and_summaries_match_the_metrics(store):
+    tracker, relu, _ = store
+    groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
+    relu_group = next(g for g in groups if g.config.activation.name == "relu")
+    assert relu_group.predictions.shape == (3, relu.data.n_test)
+    row = analysis.summarize(relu_group, n_boot=50)
+    assert row["pd"] == pytest.approx(metrics.pd_l1_naive(relu_group.predictions), abs=1e-12)
+    assert row["pd_low"] <= row["pd"] <= row["pd_high"]
+    assert row["n_runs"] == 3 and row["activation.name"] == "relu"
+
+
+def test_filters_select_by_mlflow_filter_string_and_by_sweep(store):
+    tracker, _, _ = store
+    smelu_only = analysis.select_runs(tracker, filter_string="params.`activation.name` = 'smelu'")
+    assert len(smelu_only.runs) == 3
+    assert analysis.select_runs(tracker, sweep_id="no-such-sweep").runs == []
+
+
+def test_summary_keeps_label_and_varying_columns_only(store):
+    tracker, _, _ = store
+    frame = analysis.summary_frame(analysis.build_groups(tracker, analysis.select_runs(tracker)))
+    assert list(frame["activation.name"]) == ["relu", "smelu"]
+    assert "data.n_train" not in frame.columns  # the same in every group
+    assert {"pd", "pd_low", "pd_high", "churn", "excess_log_loss_mean"} <= set(frame.columns)
+    table = analysis.markdown_table(frame)
+    assert table.count("\n") == 4 and table.startswith("| group_key |")
+
+
+def test_a_single_run_group_is_reported_not_dropped(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "single")
+    run_job(make_config(), tracker)
+    frame = analysis.summary_frame(analysis.build_groups(tracker, analysis.select_runs(tracker)))
+    assert len(frame) == 1 and frame["n_runs"][0] == 1 and np.isnan(frame["pd"][0])
