@@ -7,8 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+# figures: the studies to run, at which scale (conf/scale/), into which store and folders
+STUDIES ?= single_units shuffle_window depth_width embeddings quadratic perturb
 SCALE ?= small
-STORE ?= sqlite:///mlflow.db
+STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlflow.db)
+REPORTS ?= reports
+FIGURES ?= figures
+SUFFIX := $(if $(filter small,$(SCALE)),,_$(SCALE))
 
 .PHONY: install test lint ui server figures tune bench clean
 
@@ -29,6 +34,15 @@ lint: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+
+figures: install
+	@for study in $(STUDIES); do \
+	  echo "== $$study ($(SCALE))"; \
+	  $(BIN)/python train.py -m +experiment=$$study +scale=$(SCALE) train.progress=false \
+	    tracking.uri=$(STORE) tracking.experiment=$$study$(SUFFIX) || exit 1; \
+	  $(BIN)/python analyze.py --experiment $$study$(SUFFIX) --tracking-uri $(STORE) \
+	    --reports $(REPORTS) --figures $(FIGURES) || exit 1; \
+	done
 
 bench: install
 	$(BIN)/python bench/replicas.py

@@ -21,6 +21,7 @@ from irrepro.config import ACTIVATIONS, DATA_KINDS, MODELS, OPTIMIZERS, RANDOMNE
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 PD_LABEL = r"PD, mean $|p_i - p_j|$"
 PARAMS_LABEL = "model size (trainable parameters)"
@@ -96,7 +97,8 @@ def _series(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[str, pd.Data
 
 def _style(i: int) -> dict:
     """Color and line style of the i-th series: ten colors, then the next line style."""
-    return {"color": COLORS[i % len(COLORS)], "linestyle": LINESTYLES[i // len(COLORS) % 4]}
+    linestyle = LINESTYLES[i // len(COLORS) % len(LINESTYLES)]
+    return {"color": COLORS[i % len(COLORS)], "linestyle": linestyle}
 
 
 def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
@@ -129,10 +131,23 @@ def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.Da
     return frame[frame["group_key"].isin(top)], f"{title} (top {TOP_GROUPS} of {len(scores)} by PD)"
 
 
-def _legend(fig: plt.Figure, ax: plt.Axes, title: str | None = None) -> None:
-    handles, labels = ax.get_legend_handles_labels()
+def _legend(fig: plt.Figure, source: plt.Axes | list, title: str | None = None) -> None:
+    """Legend of the given handles (or an axes' labelled ones) under the panels."""
+    handles = source if isinstance(source, list) else source.get_legend_handles_labels()[0]
+    labels = [h.get_label() for h in handles]
     if any(labels):
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small", title=title)
+        ncol = max(1, min(len(labels), 4, 100 // (max(map(len, labels)) + 6)))
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small",
+                   title=title, title_fontsize="small")
+
+
+def _log_x(ax: plt.Axes, values: pd.Series, base: float = 10) -> None:
+    """Log x axis; with few distinct values, ticks at exactly those values."""
+    ax.set_xscale("log", base=base)
+    ticks = sorted(values.unique())
+    if len(ticks) <= 8:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
 
 
 @contextmanager
@@ -188,8 +203,9 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
                        color=_style(i)["color"], error_kw={"linewidth": 0.8})
                 for xi in x[rows["pd"] == 0]:
                     ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
+            tilted = {"rotation": 40, "ha": "right", "rotation_mode": "anchor"}
             ax.set_xticks(range(len(activations)), activations,
-                          rotation=30 if len(activations) > 4 else 0)
+                          **(tilted if len(activations) > 4 else {}))
             ax.set_xlabel("activation")
             if len(models) > 1:
                 ax.set_title(model)
@@ -209,7 +225,7 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     with _figure(path, _title(study, "PD by shuffle window")) as (fig, (ax,)):
         _lines(ax, data, varying(data, exclude=("randomness.window",)), "randomness.window",
                "pd", band=("pd_low", "pd_high"))
-        ax.set_xscale("log", base=2)
+        _log_x(ax, data["randomness.window"], base=2)
         ax.set_xlabel("shuffle window (examples)")
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
         _legend(fig, ax)
@@ -237,7 +253,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], data["pd"]))
         axes[1].set_ylabel("excess log loss (nats)")
         for ax in axes:
-            ax.set_xscale("log")
+            _log_x(ax, data["n_params"])
             ax.set_xlabel(PARAMS_LABEL)
         _legend(fig, axes[0])
     return Path(path)
@@ -260,7 +276,7 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
                           label=a) for i, a in enumerate(activations)]
         handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
                            label=m) for i, m in enumerate(models)]
-        fig.legend(handles=handles, fontsize="small", loc="outside right upper")
+        _legend(fig, handles, title="color: activation, marker: model")
         ax.set_xlabel("excess log loss (nats)")
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
     return Path(path)
@@ -311,7 +327,7 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
         return None
     single = ensembles[ensembles["k"] == ensembles["k"].min()]
     data, title = _keep_top(ensembles, single.set_index("group_key")["pd"],
-                            "ensemble PD and accuracy by size")
+                            "PD and accuracy by ensemble size")
     keys = varying(data)
     with _figure(path, _title(study, title), 2) as (fig, axes):
         _lines(axes[0], _with_pd(data), keys, "k", "pd")
@@ -319,7 +335,7 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
         axes[1].set_ylabel("accuracy (fraction correct)")
         for ax in axes:
-            ax.set_xscale("log", base=2)
+            _log_x(ax, data["k"], base=2)
             ax.set_xlabel("ensemble size k (models averaged)")
         _legend(fig, axes[0])
     return Path(path)

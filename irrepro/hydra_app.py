@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import uuid
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from irrepro import tracking
-from irrepro.config import Config, to_config
+from irrepro.config import Config, ConfigError, to_config
 from irrepro.job import JobSummary, run_job
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,16 @@ def tracker_for(config: Config, cwd: str) -> tracking.Tracker:
 
 def train_from_hydra(config: DictConfig) -> JobSummary:
     """Validate the composed config, then run the job against its tracking store."""
-    typed = to_config(config)
-    hydra_config = HydraConfig.get()
-    tracker = tracker_for(typed, hydra_config.runtime.cwd)
-    if hydra_config.mode != RunMode.MULTIRUN:
-        tracker.end_stale_runs()
+    try:
+        typed = to_config(config)
+        hydra_config = HydraConfig.get()
+        tracker = tracker_for(typed, hydra_config.runtime.cwd)
+        if hydra_config.mode != RunMode.MULTIRUN:
+            tracker.end_stale_runs()
+    except (ConfigError, tracking.TrackingError) as error:
+        # A one-line answer, not a traceback: nothing has been trained or logged yet.
+        print(f"train.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     return run_job(typed, tracker)
 
 

@@ -35,7 +35,7 @@ def analyze(
     log.info("%s in %d groups", selection.describe(), len(groups))
     summary = analysis.summary_frame(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
-    per_example = {group.key: analysis.per_example(group) for group in groups}
+    per_example = {g.key: analysis.per_example(g) for g in groups if len(g.run_ids) >= 2}
     reports = reports_dir / study
     reports.mkdir(parents=True, exist_ok=True)
     summary.to_csv(reports / "summary.csv", index=False)

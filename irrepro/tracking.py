@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +79,11 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith(("http://", "https://")):
+            _check_reachable(uri)
         with _store_lock(uri):
             try:
+                self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = self._experiment_id(experiment, create)
             except TrackingError:
                 raise
@@ -167,6 +170,14 @@ class Tracker:
             self.end_run(run.info.run_id, "KILLED", "the process running it ended without a word")
             stale += 1
         return stale
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on a tracking server that does not answer (MLflow would retry for minutes)."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except OSError as error:
+        raise TrackingError(f"tracking server {uri} does not answer: {error}") from error
 
 
 def _alive(pid: int) -> bool:

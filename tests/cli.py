@@ -48,3 +48,27 @@ def runs(cwd, experiment="irrepro", filter_string=""):
     if found is None:
         return []
     return mlflow_client.search_runs([found.experiment_id], filter_string, max_results=5000)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url, timeout=120):
+    """Poll `url` until it answers 200; return the body."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)

@@ -187,6 +187,8 @@ def test_draw_all_writes_supported_figures_with_study_titles(tmp_path, titles):
     for path in paths:
         assert_png(path)
     assert all(title.startswith("grid: ") for title, _ in titles)
+    # 18 groups have a PD; the one-run group has none and is left out.
+    assert "grid: PD by teacher probability (top 8 of 18 by PD)" in [t for t, _ in titles]
     assert plt.get_fignums() == []
 
 

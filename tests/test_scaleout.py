@@ -1,0 +1,81 @@
+"""Parallel and cluster launchers, parallel writers, and crash safety on one SQLite store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.cli import ROOT, TINY_ARGS, client, runs, train
+
+
+def finished_children(cwd):
+    return [r for r in runs(cwd) if r.info.status == "FINISHED"
+            and "mlflow.parentRunId" in r.data.tags]
+
+
+def assert_complete(cwd, seeds):
+    done = finished_children(cwd)
+    assert sorted(int(r.data.tags["seed"]) for r in done) == sorted(seeds)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in done}) == 1
+    for run in done:
+        path = client(cwd).download_artifacts(run.info.run_id, "predictions.npy", str(cwd))
+        assert np.load(path).shape == (64,)
+
+
+@pytest.mark.parametrize("launcher", ["local_parallel", "local_cluster"])
+def test_an_eight_job_sweep_through_a_launcher_loses_nothing(tmp_path, launcher):
+    extra = ["hydra.launcher.n_jobs=4"] if launcher == "local_parallel" else []
+    train(["-m", f"hydra/launcher={launcher}", "seed=range(8)", *extra], tmp_path)
+    assert_complete(tmp_path, range(8))
+    assert not [r for r in runs(tmp_path) if r.info.status == "RUNNING"]
+
+
+def test_parallel_writers_on_a_new_store_lose_no_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    store = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *TINY_ARGS, store, f"seed={5 * i}",
+             "replicas=5", f"hydra.run.dir={tmp_path}/out{i}"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(4)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    finished = [r for r in runs(tmp_path) if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.tags["seed"]) for r in finished) == list(range(20))
+
+
+def test_a_sweep_killed_mid_way_resumes_without_retraining(tmp_path):
+    args = ["-m", "seed=range(8)", "data.n_train=20000"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/mr"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *TINY_ARGS, *store, *args[1:]],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and len(finished_children(tmp_path)) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    before = {r.data.tags["seed"]: r.info.run_id for r in finished_children(tmp_path)}
+    assert 2 <= len(before) < 8
+    assert any(r.info.status == "RUNNING" for r in runs(tmp_path))
+
+    train(args, tmp_path)
+    everything = runs(tmp_path)
+    assert not [r for r in everything if r.info.status == "RUNNING"]
+    finished = [r for r in everything if r.info.status == "FINISHED"
+                and "seed" in r.data.tags and "mlflow.parentRunId" in r.data.tags]
+    seeds = sorted(int(r.data.tags["seed"]) for r in finished)
+    assert seeds == list(range(8))  # every config FINISHED exactly once
+    after = {r.data.tags["seed"]: r.info.run_id for r in finished}
+    assert all(after[seed] == run_id for seed, run_id in before.items())  # not retrained
+    assert any(r.info.status == "KILLED" for r in everything)
