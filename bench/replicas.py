@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -34,6 +35,11 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def train_each(config, seeds, dataset):
+    """One single-replica job per seed, one after another."""
+    return [train_replicas(config, [seed], dataset) for seed in seeds]
+
+
 def bench_training(replica_counts, device):
     print(f"{'model':<10} {'K':>3} {'K single runs s':>16} {'one K-job s':>12} {'ratio':>7}")
     for name, overrides in MODELS.items():
@@ -43,8 +49,8 @@ def bench_training(replica_counts, device):
         train_replicas(config, [0], dataset)  # warm-up
         for k in replica_counts:
             seeds = list(range(k))
-            single = seconds(lambda: [train_replicas(config, [s], dataset) for s in seeds])
-            stacked = seconds(lambda: train_replicas(config, seeds, dataset))
+            single = seconds(partial(train_each, config, seeds, dataset))
+            stacked = seconds(partial(train_replicas, config, seeds, dataset))
             print(f"{name:<10} {k:>3} {single:>16.2f} {stacked:>12.2f} {single / stacked:>6.1f}x")
 
 
@@ -66,7 +72,7 @@ def bench_logging(k):
                 result.curve, result.predictions, str(single),
             )
         elapsed = time.perf_counter() - start
-    train = seconds(lambda: train_replicas(config, list(range(k)), dataset))
+    train = seconds(partial(train_replicas, config, list(range(k)), dataset))
     print(f"MLflow logging of {k} runs: {elapsed:.2f} s, {elapsed / k * 1000:.0f} ms per run "
           f"(training the {k} replicas: {train:.2f} s)")
 

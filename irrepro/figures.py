@@ -56,10 +56,17 @@ def label(row: pd.Series, keys: Sequence[str] | None = None) -> str:
 
 
 def varying(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    """Config columns of `frame` that take more than one value, minus `exclude`."""
+    """Config columns of `frame` that take more than one value, minus `exclude`, and minus
+    those that the others determine (a window that follows the randomness source, say)."""
     keys = [c for c in frame.columns if "." in c and c not in exclude]
     keys = [c for c in keys if frame[c].nunique(dropna=False) > 1]
-    return sorted(keys, key=lambda k: KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER))
+    keys = sorted(keys, key=lambda k: KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER))
+    given = [c for c in exclude if c in frame.columns]
+    for key in reversed(keys[:]):
+        others = [c for c in keys if c != key] + given
+        if others and (frame.groupby(others, dropna=False)[key].nunique(dropna=False) <= 1).all():
+            keys.remove(key)
+    return keys
 
 
 def _part(key: str, value: object) -> str:
@@ -78,7 +85,7 @@ def _levels(column: pd.Series) -> list:
 
 
 def _rank(column: pd.Series) -> pd.Series:
-    return column.map({value: i for i, value in enumerate(_levels(column))})
+    return column.astype(object).map({value: i for i, value in enumerate(_levels(column))})
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -196,7 +203,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
             for i, (name, rows) in enumerate(series):
                 rows = rows[rows["model.name"] == model]
                 offset = (i - (len(series) - 1) / 2) * width
-                x = rows["activation.name"].map(activations.index) + offset
+                x = rows["activation.name"].astype(object).map(activations.index) + offset
                 low = (rows["pd"] - rows["pd_low"]).clip(lower=0).fillna(0)
                 high = (rows["pd_high"] - rows["pd"]).clip(lower=0).fillna(0)
                 ax.bar(x, rows["pd"], width, yerr=[low, high], capsize=2, label=name,

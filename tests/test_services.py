@@ -1,0 +1,112 @@
+"""A real tracking server and the MLflow UI on loopback; bad inputs give one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.cli import ROOT, client, free_port, run_script, runs, train, wait_for_http
+
+
+def start(command, cwd):
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def search_runs(base_url):
+    request = urllib.request.Request(
+        f"{base_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=irrepro")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        experiment_id = json.load(response)["experiment"]["experiment_id"]
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    request = urllib.request.Request(f"{base_url}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response).get("runs", [])
+
+
+def test_make_ui_serves_the_runs_on_loopback(tmp_path):
+    train(["-m", "seed=0,1"], tmp_path)
+    port = free_port()
+    ui = start(["make", "-s", "-C", str(ROOT), "ui", f"STORE=sqlite:///{tmp_path}/mlflow.db",
+                f"PORT={port}"], tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert "<html" in wait_for_http(base + "/").lower()
+        found = search_runs(base)
+        assert len(found) == 3  # the parent and two jobs
+        assert {r["info"]["status"] for r in found} == {"FINISHED"}
+    finally:
+        stop(ui)
+
+
+def test_a_sweep_and_the_analysis_against_a_tracking_server(tmp_path):
+    port = free_port()
+    server = start([str(ROOT / ".venv/bin/mlflow"), "server", "--backend-store-uri",
+                    f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
+                    str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+                   tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(uri + "/health")
+        train(["-m", "randomness=none,init", "seed=0", "replicas=2", f"tracking.uri={uri}"],
+              tmp_path)
+        assert len(search_runs(uri)) == 5
+        run_script("analyze.py", ["--tracking-uri", uri, "--reports", str(tmp_path / "rep"),
+                                  "--figures", str(tmp_path / "fig")], tmp_path)
+        summary = (tmp_path / "rep" / "irrepro" / "summary.csv").read_text().splitlines()
+        assert len(summary) == 3
+        assert any(path.suffix == ".png" for path in (tmp_path / "fig" / "irrepro").iterdir())
+    finally:
+        stop(server)
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_an_unreachable_tracking_server_is_one_line(tmp_path):
+    result = train([f"tracking.uri=http://127.0.0.1:{free_port()}"], tmp_path, check=False)
+    assert "does not answer" in one_line_error(result)
+
+
+def test_a_store_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = train([f"tracking.uri=sqlite:///{tmp_path}/file/mlflow.db"], tmp_path, check=False)
+    assert "cannot write the tracking store" in one_line_error(result)
+
+
+def test_analysis_of_a_missing_or_empty_experiment_is_one_line(tmp_path):
+    train(["seed=0", "force=true", "optimizer.lr=1e12"], tmp_path)  # only a FAILED run
+    store = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    missing = run_script("analyze.py", [*store, "--experiment", "nope"], tmp_path, check=False)
+    assert "no experiment named 'nope'" in one_line_error(missing)
+    empty = run_script("analyze.py", store, tmp_path, check=False)
+    assert "no FINISHED training runs" in one_line_error(empty)
+    assert "1 failed" in one_line_error(empty)
+
+
+def test_a_corrupted_predictions_artifact_is_one_line_and_loses_nothing(tmp_path):
+    train(["seed=0", "replicas=2"], tmp_path)
+    (run, other) = runs(tmp_path)
+    path = client(tmp_path).download_artifacts(run.info.run_id, "predictions.npy", str(tmp_path))
+    stored = run.info.artifact_uri.removeprefix("file://") + "/predictions.npy"
+    with open(stored, "wb") as handle:
+        handle.write(b"not a numpy file")
+    result = run_script("analyze.py", ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+                        tmp_path, check=False)
+    assert run.info.run_id in one_line_error(result) and "unreadable" in result.stderr
+    assert len(runs(tmp_path)) == 2
+    assert np.load(path).shape == (64,)
