@@ -39,8 +39,8 @@ figures: install
 	@for study in $(STUDIES); do \
 	  echo "== $$study ($(SCALE))"; \
 	  $(BIN)/python train.py -m +experiment=$$study +scale=$(SCALE) train.progress=false \
-	    tracking.uri=$(STORE) tracking.experiment=$$study$(SUFFIX) || exit 1; \
-	  $(BIN)/python analyze.py --experiment $$study$(SUFFIX) --tracking-uri $(STORE) \
+	    tracking.uri=$(STORE) tracking.experiment=$${study}$(SUFFIX) || exit 1; \
+	  $(BIN)/python analyze.py --experiment $${study}$(SUFFIX) --tracking-uri $(STORE) \
 	    --reports $(REPORTS) --figures $(FIGURES) || exit 1; \
 	done
 

@@ -7,7 +7,6 @@ import subprocess
 import urllib.request
 
 import numpy as np
-import pytest
 
 from tests.cli import ROOT, client, free_port, run_script, runs, train, wait_for_http
 
