@@ -44,6 +44,12 @@ figures: install
 	    --reports $(REPORTS) --figures $(FIGURES) || exit 1; \
 	done
 
+# Reproducibility-aware tuning (conf/experiment/tune.yaml); the study lives in optuna.db.
+tune: install
+	$(BIN)/python train.py -m +experiment=tune train.progress=false tracking.uri=$(STORE)
+	$(BIN)/python analyze.py --experiment tune --tracking-uri $(STORE) --reports $(REPORTS) \
+	  --figures $(FIGURES) --optuna-study tune --optuna-storage sqlite:///optuna.db
+
 bench: install
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/metrics.py

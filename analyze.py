@@ -19,6 +19,9 @@ def parse_args(argv=None):
     parser.add_argument("--filter", default="", help="an MLflow search filter string")
     parser.add_argument("--reports", type=Path, default=Path("reports"))
     parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--optuna-study", help="also draw this Optuna study's Pareto front")
+    parser.add_argument("--optuna-storage", default="sqlite:///optuna.db",
+                        help="the Optuna storage URL (default: sqlite:///optuna.db)")
     parser.add_argument("--no-mlflow-run", action="store_true",
                         help="do not log the analysis as an MLflow run")
     return parser.parse_args(argv)
@@ -36,6 +39,10 @@ def main(argv=None) -> int:
         tracker = Tracker(uri, args.experiment, create=False)
         analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
                 args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
+        if args.optuna_study:
+            from irrepro.tuning import pareto_report
+
+            pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures)
     except (AnalysisError, TrackingError) as error:
         print(f"analyze.py: error: {error}", file=sys.stderr)
         return 1

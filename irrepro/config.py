@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adagrad", "adam")
 DEVICES = ("cpu", "cuda")
 
 # Keys that change how or where a run executes, not what it computes.
-EXECUTION_KEYS = ("replicas", "force", "tracking", "train.progress", "hydra")
+EXECUTION_KEYS = ("replicas", "force", "tracking", "train.progress", "hydra", "optuna")
 
 
 def _check(**rules: Any) -> dict[str, Any]:
@@ -86,6 +86,14 @@ class TrackingConfig:
 
 
 @dataclass
+class OptunaTrialConfig:
+    """Set by the Optuna sweeper on each trial; a job with a trial returns its objectives."""
+
+    trial: int | None = None
+    study: str | None = None
+
+
+@dataclass
 class Config:
     seed: int = field(default=0, metadata=_check(ge=0))
     replicas: int = field(default=1, metadata=_check(ge=1))
@@ -97,6 +105,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)
 
 
 def register_configs() -> None:

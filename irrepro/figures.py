@@ -368,3 +368,26 @@ def draw_all(
     }
     written = [draw(out_dir / f"{name}.png") for name, draw in figures.items()]
     return [path for path in written if path is not None]
+
+
+def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
+    """PD against excess log loss for every tuning trial, colored by activation; the Pareto
+    front (no trial better in both) outlined and joined by a step line."""
+    with _figure(path, _title(study, "accuracy and reproducibility of each trial"), 1) as (
+        fig, axes,
+    ):
+        ax = axes[0]
+        key = "activation" if "activation" in trials.columns else None
+        groups = trials.groupby(key) if key else [("trials", trials)]
+        for i, (name, rows) in enumerate(groups):
+            ax.scatter(rows["excess_log_loss"], rows["pd"], s=24, alpha=0.75, label=str(name),
+                       color=_style(i)["color"])
+        front = trials[trials["pareto"]].sort_values("excess_log_loss")
+        ax.scatter(front["excess_log_loss"], front["pd"], s=70, facecolors="none",
+                   edgecolors="black", linewidths=1.2, label="Pareto front")
+        ax.step(front["excess_log_loss"], front["pd"], where="post", color="black",
+                linewidth=0.8)
+        ax.set_xlabel("excess log loss over the teacher (nats)")
+        ax.set_ylabel(PD_LABEL)
+        ax.legend(fontsize="small")
+    return Path(path)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from irrepro import tracking
 from irrepro.config import Config, ConfigError, to_config
 from irrepro.job import JobSummary, run_job
+from irrepro.tuning import trial_objectives
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ def tracker_for(config: Config, cwd: str) -> tracking.Tracker:
     return tracking.Tracker(uri, config.tracking.experiment)
 
 
-def train_from_hydra(config: DictConfig) -> JobSummary:
-    """Validate the composed config, then run the job against its tracking store."""
+def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
+    """Validate the composed config, then run the job against its tracking store.
+
+    An Optuna trial returns its two objectives (excess log loss, PD) instead of a summary.
+    """
     try:
         typed = to_config(config)
         hydra_config = HydraConfig.get()
@@ -39,7 +43,10 @@ def train_from_hydra(config: DictConfig) -> JobSummary:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    return run_job(typed, tracker)
+    summary = run_job(typed, tracker)
+    if typed.optuna.trial is not None:
+        return trial_objectives(typed, tracker)
+    return summary
 
 
 class MlflowSweepCallback(Callback):

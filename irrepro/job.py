@@ -68,6 +68,9 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         }
         if parent:
             tags["mlflow.parentRunId"] = parent
+        if config.optuna.trial is not None:
+            tags.update({"optuna.trial": str(config.optuna.trial),
+                         "optuna.study": str(config.optuna.study)})
         run_ids[seed] = tracker.start_run(run_name(single), tags)
     try:
         results = train_replicas(config, todo, dataset)

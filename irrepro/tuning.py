@@ -1,0 +1,60 @@
+"""Reproducibility-aware tuning: a trial's two objectives, and the Pareto front of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from irrepro import analysis, figures
+from irrepro.config import Config, group_key
+from irrepro.tracking import Tracker
+
+OBJECTIVES = ("excess_log_loss", "pd")
+
+
+def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
+    """Mean excess log loss and PD of the trial's seeds, computed as the analysis stage does."""
+    seeds = range(config.seed, config.seed + config.replicas)
+    selection = analysis.select_runs(
+        tracker, filter_string=f"tags.group_key = '{group_key(config)}'"
+    )
+    selection.runs = [run for run in selection.runs if int(run.data.tags["seed"]) in seeds]
+    groups = analysis.build_groups(tracker, selection)
+    if not groups or len(groups[0].run_ids) < 2:
+        raise analysis.AnalysisError(
+            f"trial {config.optuna.trial}: fewer than 2 replicas finished, PD is undefined"
+        )
+    row = analysis.summarize(groups[0])
+    return row["excess_log_loss_mean"], row["pd"]
+
+
+def trials_frame(storage: str, study_name: str) -> pd.DataFrame:
+    """Every complete trial of an Optuna study: number, objectives, params, on the front."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    front = {trial.number for trial in study.best_trials}
+    rows = [
+        {"trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),
+         "pareto": trial.number in front, **trial.params}
+        for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE
+    ]
+    if not rows:
+        raise analysis.AnalysisError(f"optuna study {study_name!r} has no complete trial")
+    return pd.DataFrame(rows).sort_values("excess_log_loss", kind="stable")
+
+
+def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path) -> Path:
+    """Write all trials and the Pareto front as tables, and the front as a figure."""
+    frame = trials_frame(storage, study_name)
+    reports = reports_dir / study_name
+    reports.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(reports / "trials.csv", index=False)
+    front = frame[frame["pareto"]].drop(columns="pareto")
+    front.to_csv(reports / "pareto.csv", index=False)
+    (reports / "pareto.md").write_text(
+        f"# {study_name}: Pareto front ({len(front)} of {len(frame)} trials)\n\n"
+        + analysis.markdown_table(front)
+    )
+    return figures.pareto(frame, figures_dir / study_name / "pareto.png", study=study_name)
