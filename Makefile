@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+HOST ?= 127.0.0.1
+DB_URI ?= sqlite:///mlflow-server.db
+ARTIFACTS ?= mlartifacts-server
 # figures: the studies to run, at which scale (conf/scale/), into which store and folders
 STUDIES ?= single_units shuffle_window depth_width embeddings quadratic perturb
 SCALE ?= small
@@ -50,9 +53,16 @@ tune: install
 	$(BIN)/python analyze.py --experiment tune --tracking-uri $(STORE) --reports $(REPORTS) \
 	  --figures $(FIGURES) --optuna-study tune --optuna-storage sqlite:///optuna.db
 
+# A shared tracking server: runs arrive over HTTP, artifacts are served through it.
+server: install
+	$(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
+	  --host $(HOST) --port $(PORT)
+
 bench: install
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/loading.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

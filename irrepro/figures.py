@@ -242,7 +242,8 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
 def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """PD (95% CI band) and excess log loss (+-1 std band) against parameter count (log x).
 
-    One line per varying config other than those that set the size (`SIZE_KEYS`).
+    One line per varying config other than those that set the size (`SIZE_KEYS`), except
+    that depth keeps lines of its own when the width varies as well.
     Needs at least 2 parameter counts.
     """
     data = _with_pd(summary)
@@ -252,7 +253,9 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
         loss_low=data["excess_log_loss_mean"] - data["excess_log_loss_std"],
         loss_high=data["excess_log_loss_mean"] + data["excess_log_loss_std"],
     )
-    keys = varying(data, exclude=SIZE_KEYS)
+    # Lines run along the width; depth, when it varies too, makes lines of its own.
+    along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
+    keys = varying(data, exclude=along)
     with _figure(path, _title(study, "PD and excess log loss by model size"), 2) as (fig, axes):
         _lines(axes[0], data, keys, "n_params", "pd", band=("pd_low", "pd_high"))
         _lines(axes[1], data, keys, "n_params", "excess_log_loss_mean",

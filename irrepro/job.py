@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -59,12 +60,13 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
     dataset = make_dataset(config.data)
     sweep_id = os.environ.get(tracking.SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
+    job_id = uuid.uuid4().hex[:12]
     run_ids = {}
     for seed in todo:
         single = replica_config(config, seed)
         tags = {
             "group_key": group, "config_hash": config_hash(single), "data_hash": dataset.digest,
-            "seed": str(seed), "sweep_id": sweep_id,
+            "seed": str(seed), "sweep_id": sweep_id, "job_id": job_id,
         }
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -72,6 +74,7 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
             tags.update({"optuna.trial": str(config.optuna.trial),
                          "optuna.study": str(config.optuna.study)})
         run_ids[seed] = tracker.start_run(run_name(single), tags)
+    started = time.perf_counter()
     try:
         results = train_replicas(config, todo, dataset)
     except KeyboardInterrupt:
@@ -82,6 +85,7 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         for run_id in run_ids.values():
             tracker.end_run(run_id, "FAILED", f"{type(error).__name__}: {error}")
         raise
+    train_seconds = time.perf_counter() - started
     for result in results:
         run_id = run_ids[result.seed]
         if result.failure:
@@ -92,6 +96,7 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         single = replica_config(config, result.seed)
         params = run_params(single)
         metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
+        metrics["job_train_seconds"] = train_seconds  # the whole job's, shared by its replicas
         tracker.log_finished(
             run_id, flatten(params), metrics, result.curve, result.predictions,
             yaml.safe_dump(params, sort_keys=False),
