@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 from irrepro import tracking
 from irrepro.config import Config, ConfigError, to_config
 from irrepro.job import JobSummary, run_job
-from irrepro.tuning import trial_objectives
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,8 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         raise SystemExit(2) from None
     summary = run_job(typed, tracker)
     if typed.optuna.trial is not None:
+        from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
+
         return trial_objectives(typed, tracker)
     return summary
 
