@@ -59,6 +59,7 @@ server: install
 	  --host $(HOST) --port $(PORT)
 
 bench: install
+	$(BIN)/python bench/shuffle.py
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/loading.py

@@ -186,7 +186,8 @@ def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
             group.predictions, metrics.pd_l1, n_boot=n_boot
         )
     else:
-        for name in ("pd", "pd_low", "pd_high", "pd_relative", "pd_l2", "churn", "std_mean"):
+        for name in ("pd", "pd_low", "pd_high", "pd_relative", "pd_l2", "churn", "std_mean",
+                     "std_p50", "std_p90", "std_p99"):
             row[name] = np.nan
     for name, values in group.run_metrics.items():
         row[f"{name}_mean"] = float(np.mean(values))

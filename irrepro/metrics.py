@@ -162,13 +162,19 @@ def per_example_std(P: np.ndarray) -> np.ndarray:
 
 
 def disagreement(P: np.ndarray) -> dict[str, float]:
-    """All cross-run disagreement summaries of P as python floats."""
+    """All cross-run disagreement summaries of P as python floats; the per-example std is
+    summarized by its mean and the median and 90th and 99th percentiles of its distribution."""
+    std = per_example_std(P)
+    median, p90, p99 = np.percentile(std, [50, 90, 99])
     return {
         "pd": pd_l1(P),
         "pd_relative": pd_relative(P),
         "pd_l2": pd_l2(P),
         "churn": churn(P),
-        "std_mean": float(per_example_std(P).mean()),
+        "std_mean": float(std.mean()),
+        "std_p50": float(median),
+        "std_p90": float(p90),
+        "std_p99": float(p99),
     }
 
 

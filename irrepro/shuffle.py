@@ -18,8 +18,9 @@ def shuffle_order(n: int, window: int, rng: np.random.Generator) -> np.ndarray:
     streaming = n - window
     slots = rng.integers(0, window, size=streaming)
     order = np.empty(n, dtype=np.int64)
-    # Previous step at which the same slot was drawn: stable sort by slot, then by step.
-    by_slot = np.argsort(slots, kind="stable")
+    # Previous step at which the same slot was drawn: stable sort by slot, then by step
+    # (a radix sort when the slots fit in 16 bits).
+    by_slot = np.argsort(slots.astype(np.min_scalar_type(window - 1)), kind="stable")
     sorted_slots = slots[by_slot]
     first_of_slot = np.ones(streaming, dtype=bool)
     first_of_slot[1:] = sorted_slots[1:] != sorted_slots[:-1]

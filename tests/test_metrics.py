@@ -100,10 +100,15 @@ def test_per_example_std_and_disagreement(P):
     std = np.sqrt(((Q - Q.mean(axis=0)) ** 2).mean(axis=0))
     np.testing.assert_allclose(metrics.per_example_std(P), std, rtol=0, atol=1e-12)
     result = metrics.disagreement(P)
-    assert set(result) == {"pd", "pd_relative", "pd_l2", "churn", "std_mean"}
+    assert set(result) == {"pd", "pd_relative", "pd_l2", "churn", "std_mean", "std_p50",
+                           "std_p90", "std_p99"}
     assert all(isinstance(v, float) for v in result.values())
     assert result["pd"] == metrics.pd_l1(P)
     assert result["std_mean"] == pytest.approx(std.mean(), abs=1e-12)
+    sorted_std = np.sort(std)
+    assert result["std_p50"] == pytest.approx(np.median(std), abs=1e-12)
+    assert sorted_std[0] <= result["std_p50"] <= result["std_p90"] <= result["std_p99"]
+    assert result["std_p99"] <= sorted_std[-1]
 
 
 @pytest.mark.parametrize(

@@ -58,9 +58,8 @@ def test_make_figures_at_tiny_scale_and_resume(tmp_path):
             f"FIGURES={tmp_path}/figures"]
     first = subprocess.run(make, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
-    for study in ("perturb_tiny",):
-        assert (tmp_path / "reports" / study / "summary.csv").exists()
-        assert (tmp_path / "figures" / study / "pd_by_activation.png").exists()
+    assert (tmp_path / "reports" / "perturb_tiny" / "summary.csv").exists()
+    assert (tmp_path / "figures" / "perturb_tiny" / "pd_by_activation.png").exists()
     second = subprocess.run(make, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert second.returncode == 0
     log = second.stdout + second.stderr
