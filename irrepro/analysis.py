@@ -212,6 +212,9 @@ def per_example(group: Group) -> tuple[np.ndarray, np.ndarray]:
 def summary_frame(groups: list[Group]) -> pd.DataFrame:
     """One row per group: label columns, the config values that vary, then the measures."""
     frame = pd.DataFrame([summarize(group) for group in groups])
+    for column in LABEL_COLUMNS:  # absent where no group's options use it
+        if column not in frame:
+            frame[column] = np.nan
     frame = frame[_ordered_columns(frame)]
     labels = [c for c in frame.columns if c in LABEL_COLUMNS]
     return frame.sort_values(labels, kind="stable").reset_index(drop=True)

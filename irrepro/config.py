@@ -177,9 +177,26 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def unused_keys(config: Config) -> tuple[str, ...]:
+    """Keys that the chosen options ignore (SmeLU's beta under ReLU, say)."""
+    unused = []
+    if config.activation.name != "smelu":
+        unused.append("activation.beta")
+    if config.activation.name != "leaky_relu":
+        unused.append("activation.negative_slope")
+    if config.model.name not in ("mlp", "embedding"):
+        unused += ["model.depth", "model.width"]
+    if config.model.name != "embedding":
+        unused += ["model.embedding_dim", "model.buckets"]
+    if config.data.name != "quadratic":
+        unused.append("data.quadratic_scale")
+    return tuple(unused)
+
+
 def run_params(config: Config) -> dict[str, Any]:
-    """What a run computes: the config without execution settings, as a nested dict."""
-    return _without(as_dict(config), EXECUTION_KEYS)
+    """What a run computes: the config without execution settings and without the keys its
+    options ignore (so they split no group), as a nested dict."""
+    return _without(as_dict(config), EXECUTION_KEYS + unused_keys(config))
 
 
 def config_hash(config: Config) -> str:

@@ -24,6 +24,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 PD_LABEL = r"PD, mean $|p_i - p_j|$"
+# Figures with one series per config would need more legend entries than this are skipped.
+MAX_SERIES = 16
 PARAMS_LABEL = "model size (trainable parameters)"
 TOP_GROUPS = 8
 # Value orders used for bars, legends and colors; other values sort after these.
@@ -184,10 +186,16 @@ def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
                             alpha=0.15, linewidth=0)
 
 
+def _readable(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether one series per combination of `keys` values stays few enough for a legend."""
+    return not keys or frame.groupby(keys, dropna=False).ngroups <= MAX_SERIES
+
+
 def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """Bars of PD per activation, one per other varying config (e.g. randomness), 95% CI.
 
-    One panel per model when `model.name` varies. When positive PDs span more than 100x
+    One panel per model when `model.name` varies; None beyond MAX_SERIES bars per activation.
+    When positive PDs span more than 100x
     the y axis is symlog; bars of PD exactly 0 (e.g. randomness=none) are marked "0".
     """
     data = _with_pd(summary)
@@ -195,7 +203,10 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
         return None
     activations = _levels(data["activation.name"])
     models = _levels(data["model.name"])
-    series = list(_series(data, varying(data, exclude=("activation.name", "model.name"))))
+    keys = varying(data, exclude=("activation.name", "model.name"))
+    if not _readable(data, keys):
+        return None
+    series = list(_series(data, keys))
     width = 0.8 / len(series)
     with _figure(path, _title(study, "PD by activation"), len(models),
                  width=max(7.0, 3.5 * len(models)), sharey=True) as (fig, axes):
@@ -224,14 +235,14 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
 def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """PD against the shuffle window (log2 x), one line per other varying config, 95% CI band.
 
-    Needs at least 3 windows.
+    Needs at least 3 windows and at most MAX_SERIES lines.
     """
     data = _with_pd(summary)
-    if data["randomness.window"].nunique() < 3:
+    keys = varying(data, exclude=("randomness.window",))
+    if data["randomness.window"].nunique() < 3 or not _readable(data, keys):
         return None
     with _figure(path, _title(study, "PD by shuffle window")) as (fig, (ax,)):
-        _lines(ax, data, varying(data, exclude=("randomness.window",)), "randomness.window",
-               "pd", band=("pd_low", "pd_high"))
+        _lines(ax, data, keys, "randomness.window", "pd", band=("pd_low", "pd_high"))
         _log_x(ax, data["randomness.window"], base=2)
         ax.set_xlabel("shuffle window (examples)")
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
@@ -244,7 +255,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
 
     One line per varying config other than those that set the size (`SIZE_KEYS`), except
     that depth keeps lines of its own when the width varies as well.
-    Needs at least 2 parameter counts.
+    Needs at least 2 parameter counts and at most MAX_SERIES lines.
     """
     data = _with_pd(summary)
     if data["n_params"].nunique() < 2:
@@ -256,6 +267,8 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
+    if not _readable(data, keys):
+        return None
     with _figure(path, _title(study, "PD and excess log loss by model size"), 2) as (fig, axes):
         _lines(axes[0], data, keys, "n_params", "pd", band=("pd_low", "pd_high"))
         _lines(axes[1], data, keys, "n_params", "excess_log_loss_mean",
@@ -390,7 +403,10 @@ def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
                    edgecolors="black", linewidths=1.2, label="Pareto front")
         ax.step(front["excess_log_loss"], front["pd"], where="post", color="black",
                 linewidth=0.8)
-        ax.set_xlabel("excess log loss over the teacher (nats)")
-        ax.set_ylabel(PD_LABEL)
+        # Both objectives span decades; symlog keeps an excess loss at or below 0 on the axis.
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_yscale("log")
+        ax.set_xlabel("excess log loss over the teacher (nats, symlog scale)")
+        ax.set_ylabel(PD_LABEL + " (log scale)")
         ax.legend(fontsize="small")
     return Path(path)

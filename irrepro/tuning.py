@@ -51,10 +51,11 @@ def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir:
     reports = reports_dir / study_name
     reports.mkdir(parents=True, exist_ok=True)
     frame.to_csv(reports / "trials.csv", index=False)
-    front = frame[frame["pareto"]].drop(columns="pareto")
+    # Trials that drew the same configuration (and so the same runs) appear once.
+    front = frame[frame["pareto"]].drop(columns="pareto").drop_duplicates(OBJECTIVES)
     front.to_csv(reports / "pareto.csv", index=False)
     (reports / "pareto.md").write_text(
-        f"# {study_name}: Pareto front ({len(front)} of {len(frame)} trials)\n\n"
+        f"# {study_name}: Pareto front ({len(front)} distinct of {len(frame)} trials)\n\n"
         + analysis.markdown_table(front)
     )
     return figures.pareto(frame, figures_dir / study_name / "pareto.png", study=study_name)

@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from irrepro.config import ConfigError, config_hash, group_key, to_config
+from irrepro.config import ConfigError, config_hash, group_key, run_params, to_config
 
 
 def config(**overrides):
@@ -58,3 +58,12 @@ def test_execution_settings_do_not_change_identity():
 )
 def test_anything_else_changes_the_group(key, value):
     assert group_key(config()) != group_key(config(**{key: value}))
+
+
+def test_keys_the_options_ignore_split_no_group():
+    assert group_key(config(**{"activation.beta": 2.0})) == group_key(config())  # relu
+    smelu = {"activation.name": "smelu"}
+    assert group_key(config(**smelu, **{"activation.beta": 2.0})) != group_key(config(**smelu))
+    two_units = config(**{"model.name": "two_units", "model.width": 7})
+    assert group_key(two_units) == group_key(config(**{"model.name": "two_units"}))
+    assert "beta" not in run_params(config())["activation"]
