@@ -17,6 +17,8 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlflow.db)
 REPORTS ?= reports
 FIGURES ?= figures
 SUFFIX := $(if $(filter small,$(SCALE)),,_$(SCALE))
+# more overrides for train.py in figures and tune, e.g. TRAIN_ARGS='hydra/launcher=local_parallel'
+TRAIN_ARGS ?=
 
 .PHONY: install test lint ui server figures tune bench clean
 
@@ -42,14 +44,15 @@ figures: install
 	@for study in $(STUDIES); do \
 	  echo "== $$study ($(SCALE))"; \
 	  $(BIN)/python train.py -m +experiment=$$study +scale=$(SCALE) train.progress=false \
-	    tracking.uri=$(STORE) tracking.experiment=$${study}$(SUFFIX) || exit 1; \
+	    tracking.uri=$(STORE) tracking.experiment=$${study}$(SUFFIX) $(TRAIN_ARGS) || exit 1; \
 	  $(BIN)/python analyze.py --experiment $${study}$(SUFFIX) --tracking-uri $(STORE) \
 	    --reports $(REPORTS) --figures $(FIGURES) || exit 1; \
 	done
 
 # Reproducibility-aware tuning (conf/experiment/tune.yaml); the study lives in optuna.db.
 tune: install
-	$(BIN)/python train.py -m +experiment=tune train.progress=false tracking.uri=$(STORE)
+	$(BIN)/python train.py -m +experiment=tune train.progress=false tracking.uri=$(STORE) \
+	  $(TRAIN_ARGS)
 	$(BIN)/python analyze.py --experiment tune --tracking-uri $(STORE) --reports $(REPORTS) \
 	  --figures $(FIGURES) --optuna-study tune --optuna-storage sqlite:///optuna.db
 

@@ -30,6 +30,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    from mlflow.exceptions import MlflowException
+
     from irrepro.analysis import AnalysisError
     from irrepro.report import analyze
     from irrepro.tracking import Tracker, TrackingError, resolve_uri
@@ -43,8 +45,8 @@ def main(argv=None) -> int:
             from irrepro.tuning import pareto_report
 
             pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures)
-    except (AnalysisError, TrackingError) as error:
-        print(f"analyze.py: error: {error}", file=sys.stderr)
+    except (AnalysisError, TrackingError, MlflowException) as error:
+        print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,16 +10,7 @@ import time
 
 import numpy as np
 
-from irrepro.shuffle import shuffle_order
-
-
-def buffer_loop(n: int, window: int, rng: np.random.Generator) -> list[int]:
-    """The buffer one element at a time, as a streaming shuffle is usually written."""
-    buffer, order = list(range(window)), []
-    for step, slot in enumerate(rng.integers(0, window, size=n - window).tolist()):
-        order.append(buffer[slot])
-        buffer[slot] = window + step
-    return order + rng.permutation(buffer).tolist()
+from irrepro.shuffle import shuffle_order, shuffle_order_stepwise
 
 
 def timed(fn, n: int, window: int) -> float:
@@ -37,7 +28,7 @@ def main() -> None:
         vectorized = min(timed(shuffle_order, n, window) for _ in range(3))
         fast = shuffle_order(n, window, np.random.default_rng(0))
         start = time.perf_counter()
-        slow = buffer_loop(n, window, np.random.default_rng(0))
+        slow = shuffle_order_stepwise(n, window, np.random.default_rng(0))
         loop = time.perf_counter() - start
         assert np.array_equal(fast, slow)
         print(f"n={n} window={window:>7}: vectorized {vectorized * 1e3:7.1f} ms, "

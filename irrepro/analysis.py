@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def select_runs(
     if parent_run_id:
         clauses.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     if filter_string:
-        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+        clauses.append(filter_string)
     selection = Selection([])
     for run in tracker.search(" and ".join(clauses)):
         status = run.info.status
@@ -93,17 +94,25 @@ def _load_one(tracking_uri: str, run: Any) -> np.ndarray | None:
     local = _local_path(run.info.artifact_uri)
     if local is not None:
         path = local / PREDICTIONS
-        if not path.exists():
-            return None
-    else:
-        import mlflow
+        return _read(run, path) if path.exists() else None
+    import mlflow
 
+    with tempfile.TemporaryDirectory() as folder:
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, artifact_path=PREDICTIONS, tracking_uri=tracking_uri
+                run_id=run.info.run_id, artifact_path=PREDICTIONS, tracking_uri=tracking_uri,
+                dst_path=folder,
             )
-        except Exception:  # the server answers "not found" in several ways
-            return None
+        except Exception as error:  # MLflow reports a missing file in several ways
+            if any(word in str(error).lower() for word in ("not found", "no such", "404")):
+                return None
+            raise AnalysisError(
+                f"run {run.info.run_id}: cannot download {PREDICTIONS}: {error}"
+            ) from error
+        return _read(run, path)
+
+
+def _read(run: Any, path: str | Path) -> np.ndarray:
     try:
         predictions = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -147,6 +156,7 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
         by_key.setdefault(run.data.tags["group_key"], []).append((run, predictions))
     groups = []
     for key, members in sorted(by_key.items()):
+        members = _latest_per_seed(members, selection)
         config = config_of(members[0][0])
         digest = make_dataset(config.data).digest
         kept = [(run, p) for run, p in members if run.data.tags.get("data_hash") == digest]
@@ -168,6 +178,15 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
     return groups
 
 
+def _latest_per_seed(members: list, selection: Selection) -> list:
+    """One run per seed (a seed retrained with force=true counts once): the latest."""
+    latest: dict[str, tuple[Any, np.ndarray]] = {}
+    for run, predictions in sorted(members, key=lambda member: member[0].info.end_time or 0):
+        latest[run.data.tags["seed"]] = (run, predictions)
+    selection.skipped["older run of the same seed"] += len(members) - len(latest)
+    return list(latest.values())
+
+
 def _group_columns(group: Group) -> dict[str, Any]:
     params = run_params(group.config)
     params.pop("seed")
@@ -186,8 +205,7 @@ def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
             group.predictions, metrics.pd_l1, n_boot=n_boot
         )
     else:
-        for name in ("pd", "pd_low", "pd_high", "pd_relative", "pd_l2", "churn", "std_mean",
-                     "std_p50", "std_p90", "std_p99"):
+        for name in (*metrics.DISAGREEMENT_KEYS, "pd_low", "pd_high"):
             row[name] = np.nan
     for name, values in group.run_metrics.items():
         row[f"{name}_mean"] = float(np.mean(values))

@@ -25,7 +25,7 @@ EXECUTION_KEYS = ("replicas", "force", "tracking", "train.progress", "hydra", "o
 
 
 def _check(**rules: Any) -> dict[str, Any]:
-    """Field metadata with range rules: gt, ge, le, choices."""
+    """Field metadata with range rules: gt, ge, choices."""
     return {"rules": rules}
 
 
@@ -139,7 +139,7 @@ def to_config(cfg: DictConfig | dict) -> Config:
     """Validate a composed config and return it as a typed `Config`."""
     if isinstance(cfg, DictConfig) and "hydra" in cfg:
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    merged = OmegaConf.merge(OmegaConf.structured(Config), _without(cfg, ()))
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     config = OmegaConf.to_object(merged)
     _validate_node(config, "")
     return config

@@ -46,8 +46,9 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
     """Train and log every seed of `config` (seed .. seed+replicas-1) not yet FINISHED."""
     group = group_key(config)
     summary = JobSummary(group)
+    dataset = make_dataset(config.data)
     seeds = list(range(config.seed, config.seed + config.replicas))
-    done = set() if config.force else tracker.finished_seeds(group)
+    done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
     todo = [seed for seed in seeds if seed not in done]
     if summary.skipped:
@@ -57,15 +58,32 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         )
     if not todo:
         return summary
-    dataset = make_dataset(config.data)
+    open_runs = _start_runs(config, todo, group, dataset.digest, tracker)
+    try:
+        _train_and_log(config, todo, dataset, tracker, open_runs, summary)
+    except BaseException as error:
+        # Nothing stays RUNNING: interrupted runs are KILLED, the rest FAILED with the reason.
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        for run_id in open_runs.values():
+            tracker.end_run(run_id, status, f"{type(error).__name__}: {error}")
+        raise
+    log.info(
+        "group %s: %d finished, %d failed, %d skipped",
+        group, len(summary.finished), len(summary.failed), len(summary.skipped),
+    )
+    return summary
+
+
+def _start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
+    """One RUNNING run per seed, tagged with what identifies it, under the sweep's parent."""
     sweep_id = os.environ.get(tracking.SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     job_id = uuid.uuid4().hex[:12]
     run_ids = {}
-    for seed in todo:
+    for seed in seeds:
         single = replica_config(config, seed)
         tags = {
-            "group_key": group, "config_hash": config_hash(single), "data_hash": dataset.digest,
+            "group_key": group, "config_hash": config_hash(single), "data_hash": data_digest,
             "seed": str(seed), "sweep_id": sweep_id, "job_id": job_id,
         }
         if parent:
@@ -74,39 +92,30 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
             tags.update({"optuna.trial": str(config.optuna.trial),
                          "optuna.study": str(config.optuna.study)})
         run_ids[seed] = tracker.start_run(run_name(single), tags)
+    return run_ids
+
+
+def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
+    """Train the seeds together, then end each run: FINISHED with its results, or FAILED."""
     started = time.perf_counter()
-    try:
-        results = train_replicas(config, todo, dataset)
-    except KeyboardInterrupt:
-        for run_id in run_ids.values():
-            tracker.end_run(run_id, "KILLED", "interrupted")
-        raise
-    except Exception as error:
-        for run_id in run_ids.values():
-            tracker.end_run(run_id, "FAILED", f"{type(error).__name__}: {error}")
-        raise
+    results = train_replicas(config, seeds, dataset)
     train_seconds = time.perf_counter() - started
     for result in results:
-        run_id = run_ids[result.seed]
+        run_id = open_runs[result.seed]
         if result.failure:
             log.error("seed %d failed: %s", result.seed, result.failure)
             tracker.end_run(run_id, "FAILED", result.failure)
             summary.failed[result.seed] = result.failure
-            continue
-        single = replica_config(config, result.seed)
-        params = run_params(single)
-        metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
-        metrics["job_train_seconds"] = train_seconds  # the whole job's, shared by its replicas
-        tracker.log_finished(
-            run_id, flatten(params), metrics, result.curve, result.predictions,
-            yaml.safe_dump(params, sort_keys=False),
-        )
-        summary.finished[result.seed] = run_id
-    log.info(
-        "group %s: %d finished, %d failed, %d skipped",
-        group, len(summary.finished), len(summary.failed), len(summary.skipped),
-    )
-    return summary
+        else:
+            params = run_params(replica_config(config, result.seed))
+            metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
+            metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
+            tracker.log_finished(
+                run_id, flatten(params), metrics, result.curve, result.predictions,
+                yaml.safe_dump(params, sort_keys=False),
+            )
+            summary.finished[result.seed] = run_id
+        del open_runs[result.seed]
 
 
 def _span(seeds: list[int]) -> str:

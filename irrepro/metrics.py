@@ -161,6 +161,11 @@ def per_example_std(P: np.ndarray) -> np.ndarray:
     return np.std(_as_runs(P), axis=0, dtype=np.float64)
 
 
+DISAGREEMENT_KEYS = (
+    "pd", "pd_relative", "pd_l2", "churn", "std_mean", "std_p50", "std_p90", "std_p99",
+)
+
+
 def disagreement(P: np.ndarray) -> dict[str, float]:
     """All cross-run disagreement summaries of P as python floats; the per-example std is
     summarized by its mean and the median and 90th and 99th percentiles of its distribution."""

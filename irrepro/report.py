@@ -32,6 +32,8 @@ def analyze(
             + (f" ({selection.describe()})" if selection.skipped else "")
         )
     groups = analysis.build_groups(tracker, selection)
+    if not groups:
+        raise analysis.AnalysisError(f"nothing to analyze in {study!r}: {selection.describe()}")
     log.info("%s in %d groups", selection.describe(), len(groups))
     summary = analysis.summary_frame(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])

@@ -21,9 +21,11 @@ RANDOM_SOURCES = {
 def seed_sequence(source: str, seed: int, mode: str) -> np.random.SeedSequence:
     """The seed sequence of one source: from `seed` if the mode randomizes it, else fixed."""
     source_id = _SOURCE_IDS[source]
+    # A leading 1 or 0 keeps the two domains apart: SeedSequence ignores trailing zeros,
+    # so [source_id, seed] for seed 0 would equal the fixed [source_id].
     if source in RANDOM_SOURCES[mode]:
-        return np.random.SeedSequence([source_id, seed])
-    return np.random.SeedSequence([source_id])
+        return np.random.SeedSequence([source_id, 1, seed])
+    return np.random.SeedSequence([source_id, 0])
 
 
 def numpy_generator(source: str, seed: int, mode: str) -> np.random.Generator:

@@ -37,3 +37,15 @@ def shuffle_order(n: int, window: int, rng: np.random.Generator) -> np.ndarray:
     order[streaming:] = rng.permutation(remaining)
     return order
 
+
+def shuffle_order_stepwise(n: int, window: int, rng: np.random.Generator) -> np.ndarray:
+    """The same buffer one element at a time, from the same draws: the specification that
+    `shuffle_order` is tested and benchmarked against."""
+    window = min(window, n)
+    buffer, order = list(range(window)), []
+    for step, slot in enumerate(rng.integers(0, window, size=n - window).tolist()):
+        order.append(buffer[slot])
+        buffer[slot] = window + step
+    order.extend(rng.permutation(np.array(buffer, dtype=np.int64)).tolist())
+    return np.array(order, dtype=np.int64)
+

@@ -101,7 +101,13 @@ class Tracker:
             raise TrackingError(f"no experiment named {name!r} in {self.uri}")
         path = sqlite_path(self.uri)
         location = (path.parent / "mlartifacts").as_uri() if path else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first (servers are not locked here)
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def search(self, filter_string: str) -> list[Any]:
         """All active runs of the experiment matching an MLflow filter string (every page)."""
@@ -117,9 +123,12 @@ class Tracker:
             if not token:
                 return runs
 
-    def finished_seeds(self, group: str) -> set[int]:
-        """Seeds of the group that already have a FINISHED run."""
-        runs = self.search(f"tags.group_key = '{group}' and attributes.status = 'FINISHED'")
+    def finished_seeds(self, group: str, data_hash: str) -> set[int]:
+        """Seeds of the group that already have a FINISHED run on the same data."""
+        runs = self.search(
+            f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
+            "and attributes.status = 'FINISHED'"
+        )
         return {int(run.data.tags["seed"]) for run in runs}
 
     def start_run(self, name: str, tags: dict[str, str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ class ReplicaResult:
 
 def make_deterministic(threads: int) -> None:
     """Set every piece of global torch state a run depends on (workers may be reused)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
     torch.manual_seed(0)

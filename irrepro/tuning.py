@@ -33,7 +33,10 @@ def trials_frame(storage: str, study_name: str) -> pd.DataFrame:
     """Every complete trial of an Optuna study: number, objectives, params, on the front."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as error:
+        raise analysis.AnalysisError(f"no optuna study {study_name!r} in {storage}") from error
     front = {trial.number for trial in study.best_trials}
     rows = [
         {"trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),

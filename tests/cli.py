@@ -12,27 +12,47 @@ TINY_ARGS = [
 ]
 
 
+def environment(env=None):
+    """This environment without the variables that would redirect or reformat a run."""
+    merged = {**os.environ, **(env or {})}
+    merged.pop("MLFLOW_TRACKING_URI", None)
+    merged.pop("HYDRA_FULL_ERROR", None)
+    return merged
+
+
 def run_script(script, args, cwd, timeout=300, check=True, env=None):
     """Run `script` (train.py, analyze.py) with args in `cwd`; return the CompletedProcess."""
-    environment = {**os.environ, **(env or {})}
-    environment.pop("MLFLOW_TRACKING_URI", None)
-    environment.pop("HYDRA_FULL_ERROR", None)
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env=environment,
+        timeout=timeout, env=environment(env),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def train(args, cwd, **kwargs):
-    """train.py with tiny data, its store and outputs inside `cwd`."""
-    store = [f"tracking.uri=sqlite:///{cwd}/mlflow.db", f"hydra.run.dir={cwd}/outputs/run",
-             f"hydra.sweep.dir={cwd}/multirun"]
+def train_args(args, cwd):
+    """train.py's arguments: tiny data, store and outputs inside `cwd`, unless `args` say
+    otherwise; flags first."""
+    defaults = [*TINY_ARGS, f"tracking.uri=sqlite:///{cwd}/mlflow.db",
+                f"hydra.run.dir={cwd}/outputs/run", f"hydra.sweep.dir={cwd}/multirun"]
     flags = [arg for arg in args if arg.startswith("-")]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    return run_script("train.py", [*flags, *TINY_ARGS, *store, *overrides], cwd, **kwargs)
+    given = {arg.split("=", 1)[0] for arg in overrides}
+    return [*flags, *[d for d in defaults if d.split("=", 1)[0] not in given], *overrides]
+
+
+def train(args, cwd, **kwargs):
+    """train.py run to its end."""
+    return run_script("train.py", train_args(args, cwd), cwd, **kwargs)
+
+
+def start_train(args, cwd):
+    """train.py in the background; its stderr is kept for the caller."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *train_args(args, cwd)], cwd=cwd,
+        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
 
 
 def client(cwd):

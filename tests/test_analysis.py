@@ -9,6 +9,7 @@ from irrepro import analysis, metrics
 from irrepro.config import group_key
 from irrepro.data import make_dataset
 from irrepro.job import run_job
+from irrepro.report import analyze
 from irrepro.tracking import Tracker
 from tests.conftest import make_config
 
@@ -82,3 +83,21 @@ def test_a_single_run_group_is_reported_not_dropped(tmp_path):
     run_job(make_config(), tracker)
     frame = analysis.summary_frame(analysis.build_groups(tracker, analysis.select_runs(tracker)))
     assert len(frame) == 1 and frame["n_runs"][0] == 1 and np.isnan(frame["pd"][0])
+
+
+def test_a_seed_retrained_with_force_counts_once(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "force")
+    run_job(make_config(replicas=2), tracker)
+    run_job(make_config(replicas=2, force=True), tracker)
+    selection = analysis.select_runs(tracker)
+    (group,) = analysis.build_groups(tracker, selection)
+    assert len(group.run_ids) == 2 and selection.skipped == {"older run of the same seed": 2}
+    assert analysis.summarize(group)["pd"] > 0  # duplicates would add zero-distance pairs
+
+
+def test_an_analysis_with_no_group_left_says_why(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "empty")
+    summary = run_job(make_config(), tracker)
+    tracker.client.set_tag(summary.finished[0], "data_hash", "other")
+    with pytest.raises(analysis.AnalysisError, match="1 different data hash"):
+        analyze(tracker, "empty", tmp_path / "reports", tmp_path / "figures")

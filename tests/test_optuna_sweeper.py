@@ -129,6 +129,15 @@ def test_failure_rate_exceeded_aborts(tmp_path):
     assert [t.state for t in load_trials(tmp_path)] == [TrialState.FAIL] * 2
 
 
+def test_failure_rate_counts_over_the_whole_study(tmp_path):
+    # one trial at a time: a quarter of 8 trials may fail, the third failure stops the study
+    proc = run_app(tmp_path, "fail_on=b", "kind=b", "hydra.sweeper.n_jobs=1",
+                   "hydra.sweeper.n_trials=8", "hydra.sweeper.max_failure_rate=0.25")
+    assert proc.returncode != 0
+    assert "3 of 8 trials failed" in proc.stderr
+    assert [t.state for t in load_trials(tmp_path)] == [TrialState.FAIL] * 3
+
+
 def parse(line: str, config_loader=None):
     return OverridesParser.create(config_loader=config_loader).parse_overrides([line])[0]
 

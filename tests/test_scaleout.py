@@ -1,15 +1,12 @@
 """Parallel and cluster launchers, parallel writers, and crash safety on one SQLite store."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from tests.cli import ROOT, TINY_ARGS, client, runs, train
+from tests.cli import client, runs, start_train, train
 
 
 def finished_children(cwd):
@@ -35,16 +32,8 @@ def test_an_eight_job_sweep_through_a_launcher_loses_nothing(tmp_path, launcher)
 
 
 def test_parallel_writers_on_a_new_store_lose_no_run(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    store = f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *TINY_ARGS, store, f"seed={5 * i}",
-             "replicas=5", f"hydra.run.dir={tmp_path}/out{i}"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        for i in range(4)
-    ]
+    processes = [start_train([f"seed={5 * i}", "replicas=5", f"hydra.run.dir={tmp_path}/out{i}"],
+                             tmp_path) for i in range(4)]
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
@@ -54,12 +43,7 @@ def test_parallel_writers_on_a_new_store_lose_no_run(tmp_path):
 
 def test_a_sweep_killed_mid_way_resumes_without_retraining(tmp_path):
     args = ["-m", "seed=range(8)", "data.n_train=20000"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/mr"]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "-m", *TINY_ARGS, *store, *args[1:]],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    process = start_train(args, tmp_path)
     deadline = time.time() + 180
     while time.time() < deadline and len(finished_children(tmp_path)) < 2:
         time.sleep(0.2)

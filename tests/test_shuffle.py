@@ -1,26 +1,13 @@
 import numpy as np
 import pytest
 
-from irrepro.shuffle import shuffle_order
-
-
-def step_by_step(n, window, rng):
-    """The shuffle buffer as specified: emit a random slot, refill it from the stream."""
-    window = min(window, n)
-    slots = rng.integers(0, window, size=n - window)
-    buffer = list(range(window))
-    order = []
-    for step, slot in enumerate(slots):
-        order.append(buffer[slot])
-        buffer[slot] = window + step
-    order.extend(rng.permutation(np.array(buffer, dtype=np.int64)).tolist())
-    return np.array(order)
+from irrepro.shuffle import shuffle_order, shuffle_order_stepwise
 
 
 @pytest.mark.parametrize("n, window", [(1, 1), (10, 1), (10, 3), (100, 7), (100, 100), (50, 500)])
 def test_matches_the_step_by_step_buffer(n, window):
     fast = shuffle_order(n, window, np.random.default_rng(3))
-    slow = step_by_step(n, window, np.random.default_rng(3))
+    slow = shuffle_order_stepwise(n, window, np.random.default_rng(3))
     np.testing.assert_array_equal(fast, slow)
 
 

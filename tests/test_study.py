@@ -55,7 +55,7 @@ def test_reports_figures_and_the_analysis_run(summary):
 def test_make_figures_at_tiny_scale_and_resume(tmp_path):
     make = ["make", "-s", "-C", str(ROOT), "figures", "SCALE=tiny", "STUDIES=perturb",
             f"STORE=sqlite:///{tmp_path}/mlflow.db", f"REPORTS={tmp_path}/reports",
-            f"FIGURES={tmp_path}/figures"]
+            f"FIGURES={tmp_path}/figures", f"TRAIN_ARGS=hydra.sweep.dir={tmp_path}/multirun"]
     first = subprocess.run(make, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (tmp_path / "reports" / "perturb_tiny" / "summary.csv").exists()

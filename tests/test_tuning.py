@@ -1,10 +1,12 @@
 """Reproducibility-aware tuning through the Optuna sweeper, end to end on tiny data."""
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-from tests.cli import run_script, runs, train
+from irrepro import metrics
+from tests.cli import client, run_script, runs, train
 
 TUNE = ["-m", "+experiment=tune", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
         "replicas=2", "hydra.sweeper.sampler.population_size=2"]
@@ -33,11 +35,19 @@ def test_objectives_equal_what_the_analysis_computes_from_the_same_runs(tuned):
     cwd, study = tuned
     summary = pd.read_csv(cwd / "reports" / "tune" / "summary.csv").set_index("group_key")
     for trial in study.trials:
-        (run, *_) = [r for r in runs(cwd, "tune")
-                     if r.data.tags.get("optuna.trial") == str(trial.number)]
-        row = summary.loc[run.data.tags["group_key"]]
+        trial_runs = [r for r in runs(cwd, "tune")
+                      if r.data.tags.get("optuna.trial") == str(trial.number)]
+        row = summary.loc[trial_runs[0].data.tags["group_key"]]
         assert trial.values[0] == pytest.approx(row["excess_log_loss_mean"], rel=1e-9)
         assert trial.values[1] == pytest.approx(row["pd"], rel=1e-9)
+        # and both from first principles: the runs' predictions and logged metrics
+        predictions = np.stack([
+            np.load(client(cwd).download_artifacts(r.info.run_id, "predictions.npy", str(cwd)))
+            for r in trial_runs
+        ])
+        assert trial.values[1] == pytest.approx(metrics.pd_l1_naive(predictions), rel=1e-9)
+        excess = np.mean([r.data.metrics["excess_log_loss"] for r in trial_runs])
+        assert trial.values[0] == pytest.approx(excess, rel=1e-9)
 
 
 def test_the_pareto_front_is_written(tuned):

@@ -152,6 +152,7 @@ class OptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         done = 0
+        failures = 0
         while done < self.n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             batch = [
@@ -166,7 +167,6 @@ class OptunaSweeper(Sweeper):
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
-            failures = 0
             for trial, ret in zip(trials, results, strict=True):
                 try:
                     study.tell(trial, objective_values(ret.return_value, len(self.directions)))
@@ -174,9 +174,10 @@ class OptunaSweeper(Sweeper):
                     log.warning(f"Trial {trial.number} failed: {e!r}")
                     study.tell(trial, state=TrialState.FAIL)
                     failures += 1
-            if failures / len(trials) > self.max_failure_rate:
+            # The rate is of the whole invocation: up to max_failure_rate * n_trials may fail.
+            if failures > self.max_failure_rate * self.n_trials:
                 raise RuntimeError(
-                    f"{failures} of {len(trials)} trials in a batch failed, "
+                    f"{failures} of {self.n_trials} trials failed, "
                     f"above max_failure_rate={self.max_failure_rate}"
                 )
             self.job_idx += len(trials)
