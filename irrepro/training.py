@@ -74,18 +74,25 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
     y_train = torch.from_numpy(dataset.y_train).to(device)
     shufflers = [numpy_generator("shuffle", seed, mode) for seed in seeds]
+    total_steps = math.ceil(config.data.n_train / config.train.batch_size) * config.train.passes
+    with tqdm(total=total_steps, desc="train", unit="step", leave=False,
+              disable=None if config.train.progress else True) as progress:
+        _train_passes(config, model, optimizer, x_train, y_train, shufflers, results,
+                      progress, total_steps)
+    if not all(result.failure for result in results):
+        _predict(model, config, dataset, results, device)
+    return results
+
+
+def _train_passes(
+    config, model, optimizer, x_train, y_train, shufflers, results, progress, total_steps
+):
+    """Every pass over the training data; stops early once every replica has diverged."""
     batch = config.train.batch_size
-    steps_per_pass = math.ceil(config.data.n_train / batch)
-    total_steps = steps_per_pass * config.train.passes
-    loss_sum = torch.zeros(len(seeds), dtype=torch.float64, device=device)
-    since_log = 0
-    progress = tqdm(
-        total=total_steps, desc="train", unit="step", leave=False,
-        disable=None if config.train.progress else True,
-    )
-    step = 0
+    loss_sum = torch.zeros(len(results), dtype=torch.float64, device=x_train.device)
+    since_log = step = 0
     for _ in range(config.train.passes):
-        orders = _epoch_orders(config, shufflers).to(device)
+        orders = _epoch_orders(config, shufflers).to(x_train.device)
         for start in range(0, config.data.n_train, batch):
             indices = orders[:, start:start + batch]
             logits = model(x_train[indices])
@@ -104,11 +111,7 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
                 loss_sum.zero_()
                 since_log = 0
                 if all(result.failure for result in results):
-                    progress.close()
-                    return results
-    progress.close()
-    _predict(model, config, dataset, results, device)
-    return results
+                    return
 
 
 def _record(results: list[ReplicaResult], step: int, losses: list[float]) -> None:
@@ -127,11 +130,11 @@ def _predict(model, config, dataset, results, device) -> None:
     stacked = inputs.unsqueeze(0).repeat(len(results), *[1] * inputs.dim())
     logits = model(stacked).cpu()
     for result, row in zip(results, logits, strict=True):
+        if result.failure:
+            continue
         # Row by row: a vectorized kernel rounds its tail differently, so one replica
         # would not match the same seed trained alone.
         predictions = torch.sigmoid(row).numpy()
-        if result.failure:
-            continue
         if not np.isfinite(predictions).all():
             result.failure = "test predictions are not finite"
         else:
