@@ -106,3 +106,14 @@ class StackedNet(torch.nn.Module):
         last = self.layers - 1
         weight, bias = self.params[f"weight{last}"], self.params[f"bias{last}"]
         return (hidden * weight.transpose(1, 2)).sum(dim=-1) + bias.squeeze(-1)
+
+
+@torch.no_grad()
+def predict_probabilities(model: StackedNet, inputs: torch.Tensor) -> np.ndarray:
+    """Each replica's probability of label 1 on the same inputs [N, ...], as float32 [K, N]."""
+    replicas = model.params[next(iter(model.params))].shape[0]
+    stacked = inputs.unsqueeze(0).repeat(replicas, *[1] * inputs.dim())
+    logits = model(stacked).cpu()
+    # Row by row: a vectorized kernel rounds its tail differently, so one replica
+    # would not match the same seed trained alone.
+    return np.stack([torch.sigmoid(row).numpy() for row in logits])
