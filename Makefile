@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(PIP_EXTRA) '$(TORCH_SPEC)'
-	$(BIN)/pip install --quiet $(PIP_EXTRA) -e '.[dev,cluster]'
+	$(BIN)/pip install --quiet $(PIP_EXTRA) -e '.[dev,cluster,postgres]'
 	touch $(STAMP)
 
 test: install
@@ -57,6 +57,7 @@ tune: install
 	  --figures $(FIGURES) --optuna-study tune --optuna-storage sqlite:///optuna.db
 
 # A shared tracking server: runs arrive over HTTP, artifacts are served through it.
+# DB_URI=postgresql://USER@HOST:PORT/DB uses PostgreSQL (driver: psycopg, from make install).
 server: install
 	$(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
 	  --host $(HOST) --port $(PORT)

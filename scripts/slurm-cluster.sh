@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# A throwaway single-node SLURM cluster on this machine, all state in one temp dir.
+#
+#   scripts/slurm-cluster.sh start    # prints the exports that point sbatch & co at it
+#   scripts/slurm-cluster.sh status
+#   scripts/slurm-cluster.sh stop     # stops munged, slurmctld, slurmd and removes the dir
+#
+# Needs root (slurmd runs jobs as their user, munged runs as `munge`). Installs Debian's
+# slurm-wlm and munge with apt when they are absent, unless IRREPRO_NO_INSTALL=1.
+# IRREPRO_SLURM_DIR chooses the state dir (default: /tmp/irrepro-slurm).
+set -euo pipefail
+
+DIR=${IRREPRO_SLURM_DIR:-${TMPDIR:-/tmp}/irrepro-slurm}
+CONF=$DIR/slurm.conf
+SOCKET=$DIR/munge/munge.socket.2
+
+die() { echo "slurm-cluster.sh: $*" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+install_if_absent() {
+  command -v slurmctld >/dev/null && command -v munged >/dev/null && return
+  [ "${IRREPRO_NO_INSTALL:-0}" != 1 ] || die "slurmctld or munged not found (IRREPRO_NO_INSTALL=1)"
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || die "slurmctld or munged not found; install slurm-wlm and munge (as root)"
+  echo "installing slurm-wlm and munge with apt-get" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >&2
+}
+
+start_munge() {
+  mkdir -p "$DIR/munge"
+  if [ -f /etc/munge/munge.key ]; then
+    cp /etc/munge/munge.key "$DIR/munge/munge.key"
+  else
+    dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1 count=1024 status=none
+  fi
+  chown -R munge:munge "$DIR/munge"
+  chmod 755 "$DIR/munge"
+  chmod 400 "$DIR/munge/munge.key"
+  runuser -u munge -- munged --socket="$SOCKET" --key-file="$DIR/munge/munge.key" \
+    --log-file="$DIR/munge/munged.log" --pid-file="$DIR/munge/munged.pid" \
+    --seed-file="$DIR/munge/munged.seed"
+}
+
+write_conf() {
+  local node cpus memory
+  node=$(hostname -s)
+  cpus=$(nproc)
+  memory=$(awk '/MemTotal/ {print int($2 / 1024) - 512}' /proc/meminfo)
+  mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
+  cat >"$CONF" <<EOF
+ClusterName=irrepro
+SlurmctldHost=$node
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$(free_port)
+SlurmdPort=$(free_port)
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$SOCKET
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+KillWait=10
+SchedulerParameters=sched_interval=2
+NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
+PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+
+start() {
+  [ "$(id -u)" = 0 ] || die "start needs root (slurmd and munged run as other users)"
+  if running slurmctld; then
+    die "already running in $DIR (scripts/slurm-cluster.sh stop first)"
+  fi
+  install_if_absent
+  rm -rf "$DIR"
+  mkdir -p "$DIR"
+  start_munge
+  write_conf
+  export SLURM_CONF=$CONF
+  slurmctld -f "$CONF"
+  slurmd -f "$CONF"
+  for _ in $(seq 60); do
+    if [ "$(sinfo -h -o %t 2>/dev/null)" = idle ]; then
+      echo "export SLURM_CONF=$CONF"
+      echo "export IRREPRO_SLURM_DIR=$DIR"
+      return
+    fi
+    sleep 1
+  done
+  tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+  die "the node did not become idle within 60 s (logs in $DIR/log)"
+}
+
+stop_pid_file() {
+  local file=$1 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+stop() {
+  [ -d "$DIR" ] || { echo "no cluster in $DIR" >&2; return; }
+  if running slurmctld && [ -f "$CONF" ]; then
+    SLURM_CONF=$CONF scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+  fi
+  stop_pid_file "$DIR/slurmd.pid"
+  stop_pid_file "$DIR/slurmctld.pid"
+  stop_pid_file "$DIR/munge/munged.pid"
+  rm -rf "$DIR"
+}
+
+status() {
+  running slurmctld || die "not running (state dir $DIR)"
+  SLURM_CONF=$CONF sinfo
+  echo "export SLURM_CONF=$CONF"
+  echo "export IRREPRO_SLURM_DIR=$DIR"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) die "usage: $0 start|stop|status" ;;
+esac
