@@ -18,10 +18,15 @@ ACTIVATIONS = (
 )
 RANDOMNESS = ("none", "init", "shuffle", "all", "perturb")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
+SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("cpu", "cuda")
 
 # Keys that change how or where a run executes, not what it computes.
-EXECUTION_KEYS = ("replicas", "force", "tracking", "train.progress", "hydra", "optuna")
+# Checkpoints only observe training: the final predictions do not depend on them.
+EXECUTION_KEYS = (
+    "replicas", "seeds", "force", "tracking", "train.progress", "train.checkpoints", "hydra",
+    "optuna",
+)
 
 
 def _check(**rules: Any) -> dict[str, Any]:
@@ -67,6 +72,7 @@ class RandomnessConfig:
 class OptimizerConfig:
     name: str = field(default="sgd", metadata=_check(choices=OPTIMIZERS))
     lr: float = field(default=0.1, metadata=_check(gt=0.0))
+    schedule: str = field(default="constant", metadata=_check(choices=SCHEDULES))
 
 
 @dataclass
@@ -76,6 +82,7 @@ class TrainConfig:
     device: str = field(default="cpu", metadata=_check(choices=DEVICES))
     threads: int = field(default=1, metadata=_check(ge=1))
     log_every: int = field(default=50, metadata=_check(ge=1))
+    checkpoints: int = field(default=0, metadata=_check(ge=0))
     progress: bool = True
 
 
@@ -97,6 +104,8 @@ class OptunaTrialConfig:
 class Config:
     seed: int = field(default=0, metadata=_check(ge=0))
     replicas: int = field(default=1, metadata=_check(ge=1))
+    # The seeds one job trains; empty: seed .. seed+replicas-1. Set by the batching sweeper.
+    seeds: list[int] = field(default_factory=list)
     force: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

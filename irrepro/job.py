@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 import yaml
 
 from irrepro import tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import make_dataset
 from irrepro.metrics import run_metrics
-from irrepro.training import train_replicas
+from irrepro.schedule import converged, loss_change
+from irrepro.training import ReplicaResult, total_steps, train_replicas
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +113,34 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
             params = run_params(replica_config(config, result.seed))
             metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
             metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
+            change = loss_change(result.curve, total_steps(config))
+            metrics["loss_change_last_tenth"] = change
+            metrics["converged"] = float(converged(change))
             tracker.log_finished(
-                run_id, flatten(params), metrics, result.curve, result.predictions,
-                yaml.safe_dump(params, sort_keys=False),
+                run_id, flatten(params), metrics, result.curve, artifact_files(result, params)
             )
             summary.finished[result.seed] = run_id
         del open_runs[result.seed]
+
+
+def artifact_files(result: ReplicaResult, params: dict) -> dict[str, bytes]:
+    """A finished run's artifacts: test predictions, resolved config, and checkpoints."""
+    files = {
+        tracking.PREDICTIONS: _npy(result.predictions),
+        tracking.CONFIG_FILE: yaml.safe_dump(params, sort_keys=False).encode(),
+    }
+    if result.checkpoints is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, steps=result.checkpoint_steps.astype(np.int64),
+                 predictions=result.checkpoints.astype(np.float32))
+        files[tracking.CHECKPOINTS] = buffer.getvalue()
+    return files
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32))
+    return buffer.getvalue()
 
 
 def _span(seeds: list[int]) -> str:

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PARENT_RUN_ENV = "IRREPRO_PARENT_RUN_ID"
 SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 PREDICTIONS = "predictions.npy"
+CHECKPOINTS = "checkpoints.npz"
 CONFIG_FILE = "config.yaml"
 
 
@@ -143,10 +142,10 @@ class Tracker:
         params: dict[str, Any],
         metrics: dict[str, float],
         curve: list[tuple[int, float]],
-        predictions: np.ndarray,
-        config_yaml: str,
+        files: dict[str, bytes],
     ) -> None:
-        """Log a run's params, metrics, curve and artifacts in batches, then mark it FINISHED."""
+        """Log a run's params, metrics, curve and artifact files (name -> contents) in
+        batches, then mark it FINISHED."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -157,8 +156,8 @@ class Tracker:
             metrics=entries, params=[Param(k, str(v)) for k, v in params.items()],
         )
         with tempfile.TemporaryDirectory() as folder:
-            np.save(Path(folder) / PREDICTIONS, predictions.astype(np.float32))
-            (Path(folder) / CONFIG_FILE).write_text(config_yaml)
+            for name, contents in files.items():
+                (Path(folder) / name).write_bytes(contents)
             self.client.log_artifacts(run_id, folder)
         self.end_run(run_id, "FINISHED")
 

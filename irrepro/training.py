@@ -14,19 +14,32 @@ from tqdm.auto import tqdm
 from irrepro.activations import get_activation
 from irrepro.config import Config, OptimizerConfig
 from irrepro.data import Dataset
-from irrepro.models import StackedNet, encode_inputs, init_parameters, perturb_one_weight
+from irrepro.models import (
+    StackedNet,
+    encode_inputs,
+    init_parameters,
+    perturb_one_weight,
+    predict_probabilities,
+)
+from irrepro.schedule import checkpoint_steps, lr_factor
 from irrepro.seeds import numpy_generator, torch_generator
 from irrepro.shuffle import shuffle_order
 
 
 @dataclass
 class ReplicaResult:
-    """What one replica (one seed) produced: test predictions or the reason it failed."""
+    """What one replica (one seed) produced: test predictions or the reason it failed.
+
+    `checkpoints` holds the test predictions at `checkpoint_steps` (rows in step order, the
+    last row equal to `predictions`), when checkpoints were asked for.
+    """
 
     seed: int
     predictions: np.ndarray | None = None
     curve: list[tuple[int, float]] = field(default_factory=list)
     failure: str | None = None
+    checkpoint_steps: np.ndarray | None = None
+    checkpoints: np.ndarray | None = None
 
 
 def make_deterministic(threads: int) -> None:
@@ -51,10 +64,22 @@ def build_model(config: Config, seeds: list[int]) -> StackedNet:
     return StackedNet(replicas, get_activation(config.activation))
 
 
-def make_optimizer(config: OptimizerConfig, params) -> torch.optim.Optimizer:
-    """An element-wise optimizer, so that stacked replicas stay independent."""
+def make_optimizer(
+    config: OptimizerConfig, params, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """An element-wise optimizer, so that stacked replicas stay independent, and its
+    learning-rate schedule (stepped once per update)."""
     optimizers = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
-    return optimizers[config.name](params, lr=config.lr, foreach=False)
+    optimizer = optimizers[config.name](params, lr=config.lr, foreach=False)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(config.schedule, total_steps)
+    )
+    return optimizer, schedule
+
+
+def total_steps(config: Config) -> int:
+    """Updates in a run: batches per pass (the last one may be partial) times passes."""
+    return math.ceil(config.data.n_train / config.train.batch_size) * config.train.passes
 
 
 def _epoch_orders(config: Config, generators: list[np.random.Generator]) -> torch.Tensor:
@@ -69,25 +94,40 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     device = torch.device(config.train.device)
     mode = config.randomness.name
     results = [ReplicaResult(seed) for seed in seeds]
+    steps = total_steps(config)
+    wanted = checkpoint_steps(config.train.checkpoints, steps)
     model = build_model(config, seeds).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters())
+    optimizer, schedule = make_optimizer(config.optimizer, model.parameters(), steps)
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
     y_train = torch.from_numpy(dataset.y_train).to(device)
+    x_test = encode_inputs(config.model, dataset.x_test).to(device)
     shufflers = [numpy_generator("shuffle", seed, mode) for seed in seeds]
-    total_steps = math.ceil(config.data.n_train / config.train.batch_size) * config.train.passes
-    with tqdm(total=total_steps, desc="train", unit="step", leave=False,
+    snapshots: list[np.ndarray] = []
+
+    def observe(step: int) -> None:
+        """Test predictions at a checkpoint before the last (the last are the final ones)."""
+        if step in wanted[:-1]:
+            snapshots.append(predict_probabilities(model, x_test))
+
+    observe(0)
+    with tqdm(total=steps, desc="train", unit="step", leave=False,
               disable=None if config.train.progress else True) as progress:
-        _train_passes(config, model, optimizer, x_train, y_train, shufflers, results,
-                      progress, total_steps)
+        _train_passes(config, model, (optimizer, schedule), x_train, y_train, shufflers,
+                      results, progress, steps, observe)
     if not all(result.failure for result in results):
-        _predict(model, config, dataset, results, device)
+        _predict(model, x_test, results, wanted, snapshots)
     return results
 
 
 def _train_passes(
-    config, model, optimizer, x_train, y_train, shufflers, results, progress, total_steps
+    config, model, optimizers, x_train, y_train, shufflers, results, progress, total_steps,
+    observe,
 ):
-    """Every pass over the training data; stops early once every replica has diverged."""
+    """Every pass over the training data; stops early once every replica has diverged.
+
+    `optimizers` is the optimizer and its schedule; `observe(step)` runs after every update.
+    """
+    optimizer, schedule = optimizers
     batch = config.train.batch_size
     loss_sum = torch.zeros(len(results), dtype=torch.float64, device=x_train.device)
     since_log = step = 0
@@ -102,10 +142,12 @@ def _train_passes(
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
+            schedule.step()
             loss_sum += losses.detach()
             since_log += 1
             step += 1
             progress.update()
+            observe(step)
             if since_log == config.train.log_every or step == total_steps:
                 _record(results, step, (loss_sum / since_log).tolist())
                 loss_sum.zero_()
@@ -124,18 +166,16 @@ def _record(results: list[ReplicaResult], step: int, losses: list[float]) -> Non
             result.curve.append((step, loss))
 
 
-@torch.no_grad()
-def _predict(model, config, dataset, results, device) -> None:
-    inputs = encode_inputs(config.model, dataset.x_test).to(device)
-    stacked = inputs.unsqueeze(0).repeat(len(results), *[1] * inputs.dim())
-    logits = model(stacked).cpu()
-    for result, row in zip(results, logits, strict=True):
+def _predict(model, x_test, results, wanted, snapshots) -> None:
+    """Final test predictions of each replica that did not fail, and its checkpoints."""
+    final = predict_probabilities(model, x_test)
+    history = np.stack([*snapshots, final], axis=1) if len(wanted) else None
+    for index, result in enumerate(results):
         if result.failure:
             continue
-        # Row by row: a vectorized kernel rounds its tail differently, so one replica
-        # would not match the same seed trained alone.
-        predictions = torch.sigmoid(row).numpy()
-        if not np.isfinite(predictions).all():
+        if not np.isfinite(final[index]).all():
             result.failure = "test predictions are not finite"
-        else:
-            result.predictions = predictions
+            continue
+        result.predictions = final[index]
+        if history is not None:
+            result.checkpoint_steps, result.checkpoints = wanted, history[index]
