@@ -6,8 +6,10 @@ import dataclasses
 import io
 import logging
 import os
+import signal
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +19,8 @@ from irrepro import tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import make_dataset
 from irrepro.metrics import run_metrics
-from irrepro.schedule import converged, loss_change
-from irrepro.training import ReplicaResult, total_steps, train_replicas
+from irrepro.schedule import converged
+from irrepro.training import ReplicaResult, train_replicas
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,14 @@ class JobSummary:
 
 def replica_config(config: Config, seed: int) -> Config:
     """The config of the single run that replica `seed` stands for."""
-    return dataclasses.replace(config, seed=seed, replicas=1)
+    return dataclasses.replace(config, seed=seed, replicas=1, seeds=[])
+
+
+def job_seeds(config: Config) -> list[int]:
+    """The seeds a job trains: `seeds` when given (each once), else seed .. seed+replicas-1."""
+    if config.seeds:
+        return list(dict.fromkeys(config.seeds))
+    return list(range(config.seed, config.seed + config.replicas))
 
 
 def run_name(config: Config) -> str:
@@ -46,11 +55,11 @@ def run_name(config: Config) -> str:
 
 
 def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
-    """Train and log every seed of `config` (seed .. seed+replicas-1) not yet FINISHED."""
+    """Train and log every seed of `config` (`job_seeds`) not yet FINISHED."""
     group = group_key(config)
     summary = JobSummary(group)
     dataset = make_dataset(config.data)
-    seeds = list(range(config.seed, config.seed + config.replicas))
+    seeds = job_seeds(config)
     done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
     todo = [seed for seed in seeds if seed not in done]
@@ -63,10 +72,13 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         return summary
     open_runs = _start_runs(config, todo, group, dataset.digest, tracker)
     try:
-        _train_and_log(config, todo, dataset, tracker, open_runs, summary)
+        with _sigterm_raises():
+            _train_and_log(config, todo, dataset, tracker, open_runs, summary)
     except BaseException as error:
-        # Nothing stays RUNNING: interrupted runs are KILLED, the rest FAILED with the reason.
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        # Nothing stays RUNNING: interrupted runs (Ctrl-C, SIGTERM from scancel or preemption,
+        # submitit's exit before a requeue) are KILLED, the rest FAILED with the reason.
+        interrupted = isinstance(error, KeyboardInterrupt | Terminated | SystemExit)
+        status = "KILLED" if interrupted else "FAILED"
         for run_id in open_runs.values():
             tracker.end_run(run_id, status, f"{type(error).__name__}: {error}")
         raise
@@ -75,6 +87,30 @@ def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
         group, len(summary.finished), len(summary.failed), len(summary.skipped),
     )
     return summary
+
+
+class Terminated(Exception):
+    """SIGTERM arrived while training: scancel, preemption, or a plain kill."""
+
+
+@contextmanager
+def _sigterm_raises():
+    """While training, SIGTERM raises Terminated (an Exception, so Hydra and submitit still
+    report the job as failed); the previous handler is back afterwards. Only the main thread
+    takes signals: elsewhere nothing changes."""
+
+    def terminate(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
@@ -113,9 +149,8 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
             params = run_params(replica_config(config, result.seed))
             metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
             metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
-            change = loss_change(result.curve, total_steps(config))
-            metrics["loss_change_last_tenth"] = change
-            metrics["converged"] = float(converged(change))
+            metrics["loss_change_last_tenth"] = result.loss_change
+            metrics["converged"] = float(converged(result.loss_change))
             tracker.log_finished(
                 run_id, flatten(params), metrics, result.curve, artifact_files(result, params)
             )

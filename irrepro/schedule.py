@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
-# The rule: a run has converged when its mean training loss over the last tenth of training
-# is within 1% of its mean over the tenth before.
+# The rule: a run has converged when its log loss on the whole training set changes by less
+# than 1% over the last tenth of training (from `convergence_step` to the last step).
 CONVERGENCE_TOLERANCE = 0.01
 
 
@@ -42,16 +42,14 @@ def checkpoint_steps(count: int, total_steps: int) -> np.ndarray:
     return steps
 
 
-def loss_change(curve: Sequence[tuple[int, float]], total_steps: int) -> float:
-    """Relative change of the mean training loss from the second-to-last tenth of training to
-    the last tenth (positive when it still falls); NaN when a tenth holds no logged point."""
-    steps = np.array([step for step, _ in curve], dtype=np.float64)
-    losses = np.array([loss for _, loss in curve], dtype=np.float64)
-    last = losses[steps > 0.9 * total_steps]
-    before = losses[(steps > 0.8 * total_steps) & (steps <= 0.9 * total_steps)]
-    if last.size == 0 or before.size == 0:
-        return math.nan
-    return float((before.mean() - last.mean()) / before.mean())
+def convergence_step(total_steps: int) -> int:
+    """The step that opens the last tenth of training."""
+    return math.floor(0.9 * total_steps)
+
+
+def loss_change(before: float, after: float) -> float:
+    """Relative fall of the training-set loss over the last tenth of training."""
+    return (before - after) / before
 
 
 def converged(change: float) -> bool:

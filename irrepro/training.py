@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from irrepro.activations import get_activation
 from irrepro.config import Config, OptimizerConfig
 from irrepro.data import Dataset
+from irrepro.metrics import log_loss
 from irrepro.models import (
     StackedNet,
     encode_inputs,
@@ -21,7 +22,7 @@ from irrepro.models import (
     perturb_one_weight,
     predict_probabilities,
 )
-from irrepro.schedule import checkpoint_steps, lr_factor
+from irrepro.schedule import checkpoint_steps, convergence_step, loss_change, lr_factor
 from irrepro.seeds import numpy_generator, torch_generator
 from irrepro.shuffle import shuffle_order
 
@@ -31,7 +32,8 @@ class ReplicaResult:
     """What one replica (one seed) produced: test predictions or the reason it failed.
 
     `checkpoints` holds the test predictions at `checkpoint_steps` (rows in step order, the
-    last row equal to `predictions`), when checkpoints were asked for.
+    last row equal to `predictions`), when checkpoints were asked for. `loss_change` is the
+    relative fall of its training-set log loss over the last tenth of training.
     """
 
     seed: int
@@ -40,6 +42,7 @@ class ReplicaResult:
     failure: str | None = None
     checkpoint_steps: np.ndarray | None = None
     checkpoints: np.ndarray | None = None
+    loss_change: float = math.nan
 
 
 def make_deterministic(threads: int) -> None:
@@ -103,11 +106,15 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     x_test = encode_inputs(config.model, dataset.x_test).to(device)
     shufflers = [numpy_generator("shuffle", seed, mode) for seed in seeds]
     snapshots: list[np.ndarray] = []
+    losses_before: list[float] = []
 
     def observe(step: int) -> None:
-        """Test predictions at a checkpoint before the last (the last are the final ones)."""
+        """Test predictions at a checkpoint before the last (the last are the final ones),
+        and the training-set loss where the last tenth of training begins."""
         if step in wanted[:-1]:
             snapshots.append(predict_probabilities(model, x_test))
+        if step == convergence_step(steps):
+            losses_before.extend(_train_losses(model, x_train, dataset.y_train))
 
     observe(0)
     with tqdm(total=steps, desc="train", unit="step", leave=False,
@@ -116,7 +123,15 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
                       results, progress, steps, observe)
     if not all(result.failure for result in results):
         _predict(model, x_test, results, wanted, snapshots)
+        losses = _train_losses(model, x_train, dataset.y_train)
+        for result, before, after in zip(results, losses_before, losses, strict=True):
+            result.loss_change = loss_change(before, after)
     return results
+
+
+def _train_losses(model, x_train, y_train) -> list[float]:
+    """Each replica's log loss on the whole training set."""
+    return [log_loss(p, y_train) for p in predict_probabilities(model, x_train)]
 
 
 def _train_passes(
