@@ -50,6 +50,17 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     return summary
 
 
+def job_outcomes(children: list) -> tuple[int, int]:
+    """(finished, failed) jobs among a parent's child runs, grouped by their `job_id` tag: a job
+    failed when any of its runs did not finish. Jobs that trained nothing have no runs."""
+    statuses: dict[str, set[str]] = {}
+    for run in children:
+        job = run.data.tags.get("job_id", run.info.run_id)
+        statuses.setdefault(job, set()).add(run.info.status)
+    failed = sum(1 for seen in statuses.values() if seen != {"FINISHED"})
+    return len(statuses) - failed, failed
+
+
 class MlflowSweepCallback(Callback):
     """Creates the store and the parent run before any job starts, and ends it afterwards.
 
@@ -73,16 +84,27 @@ class MlflowSweepCallback(Callback):
         )
         os.environ[tracking.PARENT_RUN_ENV] = self.parent
         os.environ[tracking.SWEEP_ID_ENV] = sweep_id
-        atexit.register(self._end, "FAILED", "the sweep stopped before it finished")
+        atexit.register(self._end, "the sweep stopped before it finished")
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent, sweep_id, self.tracker.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._end("FINISHED")
+        self._end()
 
-    def _end(self, status: str, reason: str | None = None) -> None:
+    def _end(self, reason: str | None = None) -> None:
+        """End the parent: FAILED when the sweep stopped early (`reason`) or any job failed,
+        else FINISHED; tagged with the count of finished and failed jobs."""
         if self.parent is None:
             return
-        self.tracker.end_run(self.parent, status, reason)
+        from mlflow.entities import RunTag
+
+        children = self.tracker.search(f"tags.mlflow.parentRunId = '{self.parent}'")
+        finished, failed = job_outcomes(children)
+        counts = {"jobs_finished": finished, "jobs_failed": failed}
+        self.tracker.client.log_batch(
+            self.parent, tags=[RunTag(key, str(count)) for key, count in counts.items()])
+        if failed and reason is None:
+            reason = f"{failed} of {finished + failed} jobs failed"
+        self.tracker.end_run(self.parent, "FAILED" if reason else "FINISHED", reason)
         self.parent = None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
         os.environ.pop(tracking.SWEEP_ID_ENV, None)

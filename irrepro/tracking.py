@@ -93,15 +93,21 @@ class Tracker:
                 ) from error
 
     def _experiment_id(self, name: str, create: bool) -> str:
+        """The experiment's id; a new one is created (when `create`) tagged as model training,
+        so that MLflow's UI opens it on its runs table, not its GenAI page."""
+        kind_tag, kind = "mlflow.experimentKind", "custom_model_development"
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if create and kind_tag not in found.tags:  # made before irrepro tagged them
+                self.client.set_experiment_tag(found.experiment_id, kind_tag, kind)
             return found.experiment_id
         if not create:
             raise TrackingError(f"no experiment named {name!r} in {self.uri}")
         path = sqlite_path(self.uri)
         location = (path.parent / "mlartifacts").as_uri() if path else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={kind_tag: kind})
         except Exception:  # another process created it first (servers are not locked here)
             found = self.client.get_experiment_by_name(name)
             if found is None:

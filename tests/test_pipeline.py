@@ -112,8 +112,13 @@ def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
     status = {r.data.params.get("optimizer.lr", r.data.tags.get("seed")): r for r in runs(tmp_path)
               if "mlflow.parentRunId" in r.data.tags}
     assert status["0.1"].info.status == "FINISHED"
-    failed = [r for r in runs(tmp_path) if r.info.status == "FAILED"]
+    failed = [r for r in runs(tmp_path) if r.info.status == "FAILED"
+              and "mlflow.parentRunId" in r.data.tags]
     assert len(failed) == 1 and "diverged" in failed[0].data.tags["failure_reason"]
+    parent = client(tmp_path).get_run(failed[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["failure_reason"] == "1 of 2 jobs failed"
+    assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"]) == ("1", "1")
 
 
 def test_an_interrupted_run_ends_killed_and_is_redone(tmp_path):
