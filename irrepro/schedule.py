@@ -27,7 +27,7 @@ def checkpoint_steps(count: int, total_steps: int) -> np.ndarray:
     included, spaced logarithmically (nudged apart where rounding would merge them)."""
     if count == 0:
         return np.empty(0, dtype=np.int64)
-    if count == 1 or count > total_steps + 1:
+    if count < 2 or count > total_steps + 1:
         raise ValueError(
             f"train.checkpoints={count} must be 0 or between 2 and the {total_steps + 1} "
             "steps of training (initialization included)"

@@ -1,0 +1,108 @@
+"""Learning-rate schedules, checkpoint steps, checkpointed predictions and the convergence rule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from irrepro.data import make_dataset
+from irrepro.schedule import checkpoint_steps, converged, loss_change, lr_factor
+from irrepro.training import make_optimizer, total_steps, train_replicas
+
+
+@pytest.mark.parametrize("total", [1, 2, 7, 16, 626, 10**6])
+@pytest.mark.parametrize("count", [2, 3, 8, 25])
+def test_checkpoint_steps_run_from_the_initialization_to_the_last_step(count, total):
+    if count > total + 1:
+        with pytest.raises(ValueError, match="train.checkpoints"):
+            checkpoint_steps(count, total)
+        return
+    steps = checkpoint_steps(count, total)
+    assert steps.dtype == np.int64 and steps.shape == (count,)
+    assert steps[0] == 0 and steps[-1] == total
+    assert (np.diff(steps) > 0).all()
+
+
+def test_checkpoint_steps_are_log_spaced():
+    steps = checkpoint_steps(7, 10**6)
+    assert steps.tolist() == [0, 1, 16, 251, 3981, 63096, 10**6]
+
+
+@pytest.mark.parametrize("count", [1, -1])
+def test_one_checkpoint_is_refused(count):
+    with pytest.raises(ValueError, match="must be 0 or between 2"):
+        checkpoint_steps(count, 100)
+    assert checkpoint_steps(0, 100).size == 0
+
+
+def test_schedules_start_at_the_base_rate_and_decay_to_zero():
+    for name in ("constant", "cosine", "linear"):
+        assert lr_factor(name, 100)(0) == 1.0
+    assert lr_factor("constant", 100)(100) == 1.0
+    assert lr_factor("cosine", 100)(50) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100)(100) == pytest.approx(0.0)
+    assert lr_factor("linear", 100)(25) == pytest.approx(0.75)
+    assert lr_factor("linear", 100)(100) == 0.0
+
+
+def test_the_optimizer_follows_its_schedule(tiny):
+    config = tiny(**{"optimizer.schedule": "linear", "optimizer.lr": 0.2})
+    import torch
+
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer, schedule = make_optimizer(config.optimizer, [parameter], 4)
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([0.2, 0.15, 0.1, 0.05])
+
+
+def test_the_convergence_rule():
+    assert loss_change(0.5, 0.495) == pytest.approx(0.01)
+    assert converged(0.009) and converged(-0.009)
+    assert not converged(0.011) and not converged(math.nan)
+
+
+def train(config, seeds):
+    results = train_replicas(config, seeds, make_dataset(config.data))
+    assert all(r.failure is None for r in results), [r.failure for r in results]
+    return results
+
+
+@pytest.mark.parametrize("n_train", [512, 500])  # whole and partial last batches
+def test_checkpoints_hold_predictions_from_step_0_to_the_final_ones(tiny, n_train):
+    config = tiny(**{"train.checkpoints": 6, "data.n_train": n_train, "model.name": "mlp"})
+    for result in train(config, [0, 1]):
+        assert result.checkpoint_steps.tolist() == checkpoint_steps(6, total_steps(config)).tolist()
+        assert result.checkpoints.shape == (6, 128) and result.checkpoints.dtype == np.float32
+        assert np.array_equal(result.checkpoints[-1], result.predictions)
+        assert not np.array_equal(result.checkpoints[0], result.checkpoints[-1])
+
+
+def test_without_checkpoints_the_final_predictions_are_the_same(tiny):
+    with_checkpoints = train(tiny(**{"train.checkpoints": 5}), [0])[0]
+    without = train(tiny(), [0])[0]
+    assert without.checkpoints is None
+    assert np.array_equal(with_checkpoints.predictions, without.predictions)
+
+
+@pytest.mark.parametrize("mode", ["none", "shuffle"])
+def test_with_a_fixed_initialization_step_0_predictions_are_equal(tiny, mode):
+    results = train(tiny(**{"train.checkpoints": 3, "randomness.name": mode,
+                            "randomness.window": 64}), [0, 1, 2])
+    assert all(np.array_equal(results[0].checkpoints[0], r.checkpoints[0]) for r in results)
+
+
+@pytest.mark.parametrize("mode", ["init", "all"])
+def test_with_a_random_initialization_step_0_predictions_differ(tiny, mode):
+    results = train(tiny(**{"train.checkpoints": 3, "randomness.name": mode}), [0, 1])
+    assert not np.array_equal(results[0].checkpoints[0], results[1].checkpoints[0])
+
+
+def test_each_run_measures_its_loss_change_over_the_last_tenth(tiny):
+    short, long = (train(tiny(**{"train.passes": passes, "optimizer.lr": 0.5}), [0])[0]
+                   for passes in (1, 40))
+    assert short.loss_change > long.loss_change >= -0.01
+    assert converged(long.loss_change) and not converged(short.loss_change)
