@@ -44,6 +44,11 @@ def test_make_ui_serves_the_runs_on_loopback(tmp_path):
         found = search_runs(base)
         assert len(found) == 3  # the parent and two jobs
         assert {r["info"]["status"] for r in found} == {"FINISHED"}
+        url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=irrepro"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            tags = json.load(response)["experiment"]["tags"]
+        # MLflow's UI opens an experiment of this kind on its runs table, not the GenAI page
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in tags
     finally:
         stop(ui)
 
