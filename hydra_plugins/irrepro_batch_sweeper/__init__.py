@@ -1,0 +1,1 @@
+"""Hydra sweeper ``hydra/sweeper=irrepro_batch``: the seed axis of a multirun as replica jobs."""
