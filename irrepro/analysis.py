@@ -18,11 +18,11 @@ from irrepro import metrics
 from irrepro.config import Config, flatten, run_params, to_config
 from irrepro.data import make_dataset
 from irrepro.models import parameter_count
-from irrepro.tracking import PREDICTIONS, Tracker
+from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
 
 log = logging.getLogger(__name__)
 
-RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc")
+RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc", "converged")
 # Config columns every summary keeps, varying or not: they label the figures.
 LABEL_COLUMNS = (
     "data.name", "model.name", "model.depth", "model.width", "activation.name",
@@ -49,13 +49,26 @@ class Selection:
 
 @dataclass
 class Group:
-    """Runs that differ only in seed, with their predictions stacked as [runs, examples]."""
+    """Runs that differ only in seed, with their predictions stacked as [runs, examples].
+
+    `checkpoints` holds the checkpoint steps [C] and predictions [runs, C, examples] when
+    every run stored the same checkpoints, else None.
+    """
 
     key: str
     config: Config
     run_ids: list[str]
     predictions: np.ndarray
     run_metrics: dict[str, np.ndarray]
+    checkpoints: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class Artifacts:
+    """What the analysis reads of one run: its predictions, and its checkpoints if any."""
+
+    predictions: np.ndarray
+    checkpoints: tuple[np.ndarray, np.ndarray] | None
 
 
 def select_runs(
@@ -89,27 +102,42 @@ def _local_path(artifact_uri: str) -> Path | None:
     return None
 
 
-def _load_one(tracking_uri: str, run: Any) -> np.ndarray | None:
-    """A run's predictions, read in place when the artifact store is a local folder."""
+def _load_one(tracking_uri: str, run: Any) -> Artifacts | None:
+    """A run's artifacts (None without predictions), read in place when the artifact store is
+    a local folder, else downloaded."""
     local = _local_path(run.info.artifact_uri)
     if local is not None:
-        path = local / PREDICTIONS
-        return _read(run, path) if path.exists() else None
+        return _read_artifacts(run, local)
+    with tempfile.TemporaryDirectory() as folder:
+        for name in (PREDICTIONS, CHECKPOINTS):
+            _download(tracking_uri, run, name, folder)
+        return _read_artifacts(run, Path(folder))
+
+
+def _download(tracking_uri: str, run: Any, name: str, folder: str) -> None:
+    """Fetch one artifact of a run into `folder`; a missing one is left missing."""
     import mlflow
 
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, artifact_path=PREDICTIONS, tracking_uri=tracking_uri,
-                dst_path=folder,
-            )
-        except Exception as error:  # MLflow reports a missing file in several ways
-            if any(word in str(error).lower() for word in ("not found", "no such", "404")):
-                return None
+    try:
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=name, tracking_uri=tracking_uri,
+            dst_path=folder,
+        )
+    except Exception as error:  # MLflow reports a missing file in several ways
+        if not any(word in str(error).lower() for word in ("not found", "no such", "404")):
             raise AnalysisError(
-                f"run {run.info.run_id}: cannot download {PREDICTIONS}: {error}"
+                f"run {run.info.run_id}: cannot download {name}: {error}"
             ) from error
-        return _read(run, path)
+
+
+def _read_artifacts(run: Any, folder: Path) -> Artifacts | None:
+    if not (folder / PREDICTIONS).exists():
+        return None
+    predictions = _read(run, folder / PREDICTIONS)
+    checkpoints = None
+    if (folder / CHECKPOINTS).exists():
+        checkpoints = _read_checkpoints(run, folder / CHECKPOINTS, predictions)
+    return Artifacts(predictions, checkpoints)
 
 
 def _read(run: Any, path: str | Path) -> np.ndarray:
@@ -126,8 +154,23 @@ def _read(run: Any, path: str | Path) -> np.ndarray:
     return predictions
 
 
-def load_predictions(tracker: Tracker, runs: list[Any], workers: int = 16) -> list:
-    """Every run's predictions (None where missing), fetched in parallel from a server."""
+def _read_checkpoints(run: Any, path: Path, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Checkpoint steps [C] and predictions [C, ...], checked against the final predictions."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            steps, predictions = stored["steps"], stored["predictions"]
+    except (ValueError, OSError, EOFError, KeyError) as error:
+        raise AnalysisError(
+            f"run {run.info.run_id}: {CHECKPOINTS} is unreadable ({error})"
+        ) from error
+    if predictions.shape[1:] != final.shape or len(steps) != len(predictions):
+        raise AnalysisError(f"run {run.info.run_id}: {CHECKPOINTS} does not match its predictions")
+    return steps, predictions
+
+
+def load_artifacts(tracker: Tracker, runs: list[Any], workers: int = 16) -> list:
+    """Every run's artifacts (None where predictions are missing), fetched in parallel from a
+    server."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda run: _load_one(tracker.uri, run), runs))
 
@@ -146,14 +189,14 @@ def config_of(run: Any) -> Config:
 
 def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
     """Group the selected runs; drop runs with missing predictions or foreign data."""
-    by_key: dict[str, list[tuple[Any, np.ndarray]]] = {}
-    for run, predictions in zip(
-        selection.runs, load_predictions(tracker, selection.runs), strict=True
+    by_key: dict[str, list[tuple[Any, Artifacts]]] = {}
+    for run, artifacts in zip(
+        selection.runs, load_artifacts(tracker, selection.runs), strict=True
     ):
-        if predictions is None:
+        if artifacts is None:
             selection.skipped["missing predictions artifact"] += 1
             continue
-        by_key.setdefault(run.data.tags["group_key"], []).append((run, predictions))
+        by_key.setdefault(run.data.tags["group_key"], []).append((run, artifacts))
     groups = []
     for key, members in sorted(by_key.items()):
         members = _latest_per_seed(members, selection)
@@ -168,14 +211,25 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
             key=key,
             config=config,
             run_ids=[run.info.run_id for run, _ in kept],
-            predictions=np.stack([p for _, p in kept]),
+            predictions=np.stack([a.predictions for _, a in kept]),
             run_metrics={
                 name: np.array([run.data.metrics.get(name, np.nan) for run, _ in kept])
                 for name in RUN_METRICS
             },
+            checkpoints=_common_checkpoints([a for _, a in kept]),
         ))
     selection.skipped = Counter({k: v for k, v in selection.skipped.items() if v})
     return groups
+
+
+def _common_checkpoints(members: list[Artifacts]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Steps and stacked checkpoint predictions when every run has the same steps."""
+    if any(a.checkpoints is None for a in members):
+        return None
+    steps = members[0].checkpoints[0]
+    if any(not np.array_equal(a.checkpoints[0], steps) for a in members):
+        return None
+    return steps, np.stack([a.checkpoints[1] for a in members])
 
 
 def _latest_per_seed(members: list, selection: Selection) -> list:
@@ -208,9 +262,36 @@ def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
         for name in (*metrics.DISAGREEMENT_KEYS, "pd_low", "pd_high"):
             row[name] = np.nan
     for name, values in group.run_metrics.items():
+        if name == "converged":  # every run met the rule; unknown for runs that predate it
+            row["converged"] = bool(values.all()) if np.isfinite(values).all() else np.nan
+            continue
         row[f"{name}_mean"] = float(np.mean(values))
         row[f"{name}_std"] = float(np.std(values))
     return row
+
+
+def by_step_rows(group: Group, n_boot: int = 200) -> list[dict[str, Any]]:
+    """Disagreement and run quality at each checkpoint of a group of 2 runs or more."""
+    if group.checkpoints is None or len(group.run_ids) < 2:
+        return []
+    labels = _group_columns(group)
+    dataset = make_dataset(group.config.data)
+    teacher_loss = metrics.log_loss(dataset.p_test, dataset.y_test)
+    steps, history = group.checkpoints
+    rows = []
+    for index, step in enumerate(steps):
+        P = history[:, index]
+        low, high = metrics.bootstrap_ci(P, metrics.pd_l1, n_boot=n_boot)
+        excess = np.array([metrics.log_loss(p, dataset.y_test) for p in P]) - teacher_loss
+        accuracy = np.array([metrics.accuracy(p, dataset.y_test) for p in P])
+        rows.append({
+            **labels, "step": int(step), "pd": metrics.pd_l1(P), "pd_low": low, "pd_high": high,
+            "pd_relative": metrics.pd_relative(P), "churn": metrics.churn(P),
+            "excess_log_loss_mean": float(excess.mean()),
+            "excess_log_loss_std": float(excess.std()),
+            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
+        })
+    return rows
 
 
 def ensemble_rows(group: Group) -> list[dict[str, Any]]:

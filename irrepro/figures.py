@@ -3,7 +3,10 @@
 Config columns are the dotted ones (``activation.name``, ``randomness.window``, ...). A
 figure draws one series per combination of the config values that vary over its data,
 except the ones it plots against. Groups without a PD (fewer than 2 runs) are left out.
-Every figure function returns the path it wrote, or None when the data cannot support it.
+Every figure function returns the path it wrote, or None when the data cannot support it
+(too few values to draw against); one with more series than a legend holds becomes small
+multiples, one panel per value of a study factor. Groups that did not converge (summary
+column ``converged``) are drawn hollow or hatched.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 PD_LABEL = r"PD, mean $|p_i - p_j|$"
-# Figures with one series per config would need more legend entries than this are skipped.
-MAX_SERIES = 16
+# At most this many series share a panel; more become small multiples.
+MAX_SERIES = 10
+# Factors that make the panels of small multiples, in order of preference.
+PANEL_ORDER = ("randomness.name", "model.depth", "model.name", "data.name", "optimizer.name",
+               "activation.name", "model.width")
+UNCONVERGED_NOTE = "hollow: not converged"
 PARAMS_LABEL = "model size (trainable parameters)"
 TOP_GROUPS = 8
 # Value orders used for bars, legends and colors; other values sort after these.
@@ -176,59 +183,141 @@ def _figure(path: str | Path, title: str, ncols: int = 1, width: float = 7.0, **
 
 def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
            band: tuple[str, str] | None = None) -> None:
-    """One line per series of y against x, with an optional shaded band between two columns."""
+    """One line per series of y against x, with an optional shaded band between two columns;
+    points of groups that did not converge are hollow."""
     for i, (name, rows) in enumerate(_series(frame, keys)):
         rows = rows.sort_values(x)
         style = _style(i)
-        ax.plot(rows[x], rows[y], marker="o", markersize=4, label=name, **style)
+        ax.plot(rows[x], rows[y], label=name, **style)
+        done = _converged(rows)
+        ax.plot(rows[x][done], rows[y][done], marker="o", markersize=4, linestyle="",
+                color=style["color"])
+        ax.plot(rows[x][~done], rows[y][~done], marker="o", markersize=5, linestyle="",
+                color=style["color"], markerfacecolor="white")
         if band:
             ax.fill_between(rows[x], rows[band[0]], rows[band[1]], color=style["color"],
                             alpha=0.15, linewidth=0)
 
 
-def _readable(frame: pd.DataFrame, keys: list[str]) -> bool:
-    """Whether one series per combination of `keys` values stays few enough for a legend."""
-    return not keys or frame.groupby(keys, dropna=False).ngroups <= MAX_SERIES
+def _converged(rows: pd.DataFrame) -> pd.Series:
+    """Whether each group converged; groups without the column count as converged."""
+    if "converged" not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
+
+
+def _note_unconverged(fig: plt.Figure, frame: pd.DataFrame) -> None:
+    if not _converged(frame).all():
+        fig.text(0.99, 0.99, UNCONVERGED_NOTE, ha="right", va="top", fontsize="small")
+
+
+def _panels(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Split the series keys into panel keys and line keys, so that no panel holds more than
+    MAX_SERIES series: factors move to the panels in PANEL_ORDER until the lines fit."""
+    panel_keys: list[str] = []
+    line_keys = list(keys)
+    order = [k for k in PANEL_ORDER if k in keys] + [k for k in keys if k not in PANEL_ORDER]
+    for key in order:
+        if _most_series(frame, panel_keys, line_keys) <= MAX_SERIES:
+            break
+        panel_keys.append(key)
+        line_keys.remove(key)
+    return panel_keys, line_keys
+
+
+def _most_series(frame: pd.DataFrame, panel_keys: list[str], line_keys: list[str]) -> int:
+    if not line_keys:
+        return 1
+    if not panel_keys:
+        return frame.groupby(line_keys, dropna=False).ngroups
+    return max(rows.groupby(line_keys, dropna=False).ngroups
+               for _, rows in frame.groupby(panel_keys, dropna=False))
+
+
+@contextmanager
+def _paired_panels(path: str | Path, title: str, frame: pd.DataFrame, panel_keys: list[str],
+                   columns: int = 3):
+    """Small multiples: per panel (a combination of the `panel_keys` values) an upper and a
+    lower axes, panels in rows of `columns`; yields (fig, [(label, rows, upper, lower)])."""
+    panels = list(_series(frame, panel_keys))
+    ncols = min(columns, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(4.2 * ncols + 1, 6.0 * nrows),
+                             squeeze=False, layout="constrained", sharex=True)
+    try:
+        fig.suptitle(title)
+        placed = []
+        for index, (name, rows) in enumerate(panels):
+            row, col = divmod(index, ncols)
+            upper, lower = axes[2 * row, col], axes[2 * row + 1, col]
+            if name:
+                upper.set_title(name, fontsize="medium")
+            placed.append((name, rows, upper, lower))
+        for index in range(len(panels), nrows * ncols):
+            row, col = divmod(index, ncols)
+            axes[2 * row, col].set_visible(False)
+            axes[2 * row + 1, col].set_visible(False)
+        yield fig, placed
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _unique_handles(axes) -> list:
+    """Labelled handles of all panels, one per label, in order of first appearance."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+    return list(handles.values())
 
 
 def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """Bars of PD per activation, one per other varying config (e.g. randomness), 95% CI.
 
-    One panel per model when `model.name` varies; None beyond MAX_SERIES bars per activation.
-    When positive PDs span more than 100x
-    the y axis is symlog; bars of PD exactly 0 (e.g. randomness=none) are marked "0".
+    One panel per model when `model.name` varies, and per value of further factors when the
+    bars would not fit; groups that did not converge are hatched. When positive PDs span more
+    than 100x the y axis is symlog; bars of PD exactly 0 (e.g. randomness=none) are marked "0".
     """
     data = _with_pd(summary)
     if data["activation.name"].nunique() < 2:
         return None
     activations = _levels(data["activation.name"])
-    models = _levels(data["model.name"])
     keys = varying(data, exclude=("activation.name", "model.name"))
-    if not _readable(data, keys):
-        return None
-    series = list(_series(data, keys))
+    panel_keys, line_keys = _panels(data, keys)
+    panels = list(_series(data, ["model.name", *panel_keys]))
+    series = [name for name, _ in _series(data, line_keys)]
     width = 0.8 / len(series)
-    with _figure(path, _title(study, "PD by activation"), len(models),
-                 width=max(7.0, 3.5 * len(models)), sharey=True) as (fig, axes):
-        for ax, model in zip(axes, models, strict=True):
-            for i, (name, rows) in enumerate(series):
-                rows = rows[rows["model.name"] == model]
+    with _figure(path, _title(study, "PD by activation"), len(panels),
+                 width=max(7.0, 3.5 * len(panels)), sharey=True) as (fig, axes):
+        for ax, (panel, in_panel) in zip(axes, panels, strict=True):
+            for name, rows in _series(in_panel, line_keys):
+                i = series.index(name)
                 offset = (i - (len(series) - 1) / 2) * width
                 x = rows["activation.name"].astype(object).map(activations.index) + offset
                 low = (rows["pd"] - rows["pd_low"]).clip(lower=0).fillna(0)
                 high = (rows["pd_high"] - rows["pd"]).clip(lower=0).fillna(0)
-                ax.bar(x, rows["pd"], width, yerr=[low, high], capsize=2, label=name,
-                       color=_style(i)["color"], error_kw={"linewidth": 0.8})
+                bars = ax.bar(x, rows["pd"], width, yerr=[low, high], capsize=2, label=name,
+                              color=_style(i)["color"], error_kw={"linewidth": 0.8})
+                for bar, done in zip(bars, _converged(rows), strict=True):
+                    if not done:
+                        bar.set_hatch("///")
+                        bar.set_facecolor("white")
+                        bar.set_edgecolor(_style(i)["color"])
                 for xi in x[rows["pd"] == 0]:
                     ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
             tilted = {"rotation": 40, "ha": "right", "rotation_mode": "anchor"}
             ax.set_xticks(range(len(activations)), activations,
                           **(tilted if len(activations) > 4 else {}))
             ax.set_xlabel("activation")
-            if len(models) > 1:
-                ax.set_title(model)
+            if len(panels) > 1:
+                ax.set_title(panel, fontsize="medium")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
-        _legend(fig, axes[0])
+        _legend(fig, _unique_handles(axes))
+        if not _converged(data).all():
+            fig.text(0.99, 0.99, "hatched: not converged", ha="right", va="top",
+                     fontsize="small")
     return Path(path)
 
 
@@ -239,14 +328,21 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     """
     data = _with_pd(summary)
     keys = varying(data, exclude=("randomness.window",))
-    if data["randomness.window"].nunique() < 3 or not _readable(data, keys):
+    if data["randomness.window"].nunique() < 3:
         return None
-    with _figure(path, _title(study, "PD by shuffle window")) as (fig, (ax,)):
-        _lines(ax, data, keys, "randomness.window", "pd", band=("pd_low", "pd_high"))
-        _log_x(ax, data["randomness.window"], base=2)
-        ax.set_xlabel("shuffle window (examples)")
-        ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
-        _legend(fig, ax)
+    panel_keys, line_keys = _panels(data, keys)
+    panels = list(_series(data, panel_keys))
+    with _figure(path, _title(study, "PD by shuffle window"), len(panels),
+                 width=max(7.0, 4.2 * len(panels)), sharey=True) as (fig, axes):
+        for ax, (name, rows) in zip(axes, panels, strict=True):
+            _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"))
+            _log_x(ax, data["randomness.window"], base=2)
+            ax.set_xlabel("shuffle window (examples)")
+            if name:
+                ax.set_title(name, fontsize="medium")
+        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
+        _legend(fig, axes[0])
+        _note_unconverged(fig, data)
     return Path(path)
 
 
@@ -267,40 +363,81 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
-    if not _readable(data, keys):
+    panel_keys, line_keys = _panels(data, keys)
+    title = _title(study, "PD and excess log loss by model size")
+    with _paired_panels(path, title, data, panel_keys) as (fig, panels):
+        for _, rows, upper, lower in panels:
+            _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"))
+            _lines(lower, rows, line_keys, "n_params", "excess_log_loss_mean",
+                   band=("loss_low", "loss_high"))
+            upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
+            lower.set_ylabel("excess log loss (nats)")
+            _log_x(upper, data["n_params"])
+            _log_x(lower, data["n_params"])
+            lower.set_xlabel(PARAMS_LABEL)
+        _legend(fig, panels[0][2])
+        _note_unconverged(fig, data)
+    return Path(path)
+
+
+def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | Path, *,
+                     study: str = "") -> Path | None:
+    """PD (95% CI band) and excess log loss against the training step (symlog x: step 0 is
+    the initialization), one line per group, in panels by study factor. Groups that did not
+    converge are hollow."""
+    if by_step is None or by_step.empty:
         return None
-    with _figure(path, _title(study, "PD and excess log loss by model size"), 2) as (fig, axes):
-        _lines(axes[0], data, keys, "n_params", "pd", band=("pd_low", "pd_high"))
-        _lines(axes[1], data, keys, "n_params", "excess_log_loss_mean",
-               band=("loss_low", "loss_high"))
-        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], data["pd"]))
-        axes[1].set_ylabel("excess log loss (nats)")
-        for ax in axes:
-            _log_x(ax, data["n_params"])
-            ax.set_xlabel(PARAMS_LABEL)
-        _legend(fig, axes[0])
+    status = summary.set_index("group_key")["converged"] if "converged" in summary else None
+    data = by_step.assign(converged=by_step["group_key"].map(status) if status is not None
+                          else True)
+    groups = data.drop_duplicates("group_key")
+    keys = varying(groups, exclude=("step",))
+    panel_keys, line_keys = _panels(groups, keys)
+    loss = "excess_log_loss_mean" if data["excess_log_loss_mean"].notna().any() else None
+    title = _title(study, "PD and excess log loss over training")
+    with _paired_panels(path, title, data, panel_keys) as (fig, panels):
+        for _, rows, upper, lower in panels:
+            _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"))
+            upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
+            if loss:
+                _lines(lower, rows, line_keys, "step", loss)
+                lower.set_ylabel("excess log loss (nats)")
+                positive = (data[loss] > 0).all()
+                lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
+            for ax in (upper, lower):
+                ax.set_xscale("symlog", linthresh=1)
+            lower.set_xlabel("training step (symlog scale; 0 = initialization)")
+        _legend(fig, panels[0][2])
+        _note_unconverged(fig, groups)
     return Path(path)
 
 
 def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD against excess log loss, one point per group: color = activation, marker = model."""
+    """PD against excess log loss (log loss where there is no teacher), one point per group:
+    color = activation, marker = model, hollow = not converged."""
     data = _with_pd(summary)
     if len(data) < 2:
         return None
+    quality = "excess_log_loss_mean"
+    if quality not in data or data[quality].isna().all():
+        quality = "log_loss_mean"
     activations = _levels(data["activation.name"])
     models = _levels(data["model.name"])
     with _figure(path, _title(study, "PD vs excess log loss")) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
             colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
-            ax.scatter(rows["excess_log_loss_mean"], rows["pd"], c=colors,
+            faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
+                                                               strict=True)]
+            ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
                        marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
         handles = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", linestyle="",
                           label=a) for i, a in enumerate(activations)]
         handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
                            label=m) for i, m in enumerate(models)]
         _legend(fig, handles, title="color: activation, marker: model")
-        ax.set_xlabel("excess log loss (nats)")
+        _note_unconverged(fig, data)
+        ax.set_xlabel(f"{quality.removesuffix('_mean').replace('_', ' ')} (nats)")
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
     return Path(path)
 
@@ -367,7 +504,7 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
 def draw_all(
     summary: pd.DataFrame, ensembles: pd.DataFrame | None,
     per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
-    out_dir: str | Path, study: str,
+    out_dir: str | Path, study: str, by_step: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written."""
     out_dir = Path(out_dir)
@@ -376,6 +513,7 @@ def draw_all(
         "pd_by_activation": lambda p: pd_by_activation(summary, p, study=study),
         "pd_by_window": lambda p: pd_by_window(summary, p, study=study),
         "pd_by_size": lambda p: pd_by_size(summary, p, study=study),
+        "pd_over_training": lambda p: pd_over_training(by_step, summary, p, study=study),
         "tradeoff": lambda p: tradeoff(summary, p, study=study),
         "pd_by_teacher_probability": lambda p: pd_by_teacher_probability(
             summary, per_example or {}, p, study=study),

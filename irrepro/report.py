@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from irrepro import analysis, figures
@@ -37,17 +38,22 @@ def analyze(
     log.info("%s in %d groups", selection.describe(), len(groups))
     summary = analysis.summary_frame(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
+    by_step = pd.DataFrame([row for group in groups for row in analysis.by_step_rows(group)])
     per_example = {g.key: analysis.per_example(g) for g in groups if len(g.run_ids) >= 2}
     reports = reports_dir / study
     reports.mkdir(parents=True, exist_ok=True)
     summary.to_csv(reports / "summary.csv", index=False)
     ensembles.to_csv(reports / "ensembles.csv", index=False)
+    (reports / "by_step.csv").unlink(missing_ok=True)
+    if not by_step.empty:
+        by_step.to_csv(reports / "by_step.csv", index=False)
     text = f"# {study}\n\n{selection.describe()}, {len(groups)} groups.\n\n"
-    (reports / "summary.md").write_text(text + analysis.markdown_table(summary.drop(
-        columns="group_key")))
+    (reports / "summary.md").write_text(text + analysis.markdown_table(
+        readable_summary(summary)))
     for stale in (figures_dir / study).glob("*.png"):
         stale.unlink()
-    drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study)
+    drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
+                             by_step=by_step)
     if log_run:
         _log_analysis_run(tracker, study, reports, figures_dir / study, len(groups), selection)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)
@@ -68,3 +74,30 @@ def _log_analysis_run(tracker, study, reports, figure_folder, n_groups, selectio
     if figure_folder.exists():
         tracker.client.log_artifacts(run_id, str(figure_folder), "figures")
     tracker.end_run(run_id, "FINISHED")
+
+
+def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The columns people read: config values that vary within the study, then runs, PD with
+    its 95% interval, relative PD, churn, excess loss and accuracy, and convergence."""
+    table = summary[figures.varying(summary)].copy()
+    table["runs"] = summary["n_runs"]
+    table["PD [95% CI]"] = [
+        "" if np.isnan(pd_value) else f"{pd_value:.3g} [{low:.3g}, {high:.3g}]"
+        for pd_value, low, high in zip(summary["pd"], summary["pd_low"], summary["pd_high"],
+                                       strict=True)
+    ]
+    table["relative PD"] = summary["pd_relative"]
+    table["churn"] = summary["churn"]
+    if "excess_log_loss_mean" in summary and summary["excess_log_loss_mean"].notna().any():
+        table["excess log loss"] = _mean_std(summary, "excess_log_loss")
+    else:
+        table["log loss"] = _mean_std(summary, "log_loss")
+    table["accuracy"] = _mean_std(summary, "accuracy")
+    table["converged"] = summary["converged"].map(
+        lambda value: "?" if pd.isna(value) else ("yes" if value else "no"))
+    return table
+
+
+def _mean_std(summary: pd.DataFrame, name: str) -> list[str]:
+    return [f"{mean:.4g} ± {std:.2g}"
+            for mean, std in zip(summary[f"{name}_mean"], summary[f"{name}_std"], strict=True)]
