@@ -10,8 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-DATA_KINDS = ("linear", "quadratic")
-MODELS = ("logistic", "one_unit", "two_units", "mlp", "embedding")
+DATA_KINDS = ("linear", "quadratic", "table", "sklearn")
+SYNTHETIC_DATA = ("linear", "quadratic")
+SKLEARN_DATASETS = ("breast_cancer", "digits", "wine", "iris")
+MODELS = ("logistic", "one_unit", "two_units", "mlp", "embedding", "module")
 ACTIVATIONS = (
     "relu", "smelu", "swish", "gelu", "softplus", "elu", "leaky_relu", "tanh", "sigmoid",
     "identity",
@@ -44,6 +46,14 @@ class DataConfig:
     quadratic_scale: float = field(default=0.0, metadata=_check(ge=0.0))
     bias: float = 0.0
     seed: int = field(default=1234, metadata=_check(ge=0))
+    # Real data (table, sklearn): a file, its label column and feature columns (default: every
+    # other numeric column), a test file or else a stratified split fixed by `seed`.
+    path: str | None = None
+    test_path: str | None = None
+    label: str | None = None
+    features: list[str] | None = None
+    test_fraction: float = field(default=0.2, metadata=_check(gt=0.0))
+    dataset: str = field(default="breast_cancer", metadata=_check(choices=SKLEARN_DATASETS))
 
 
 @dataclass
@@ -53,6 +63,10 @@ class ModelConfig:
     width: int = field(default=2, metadata=_check(ge=1))
     embedding_dim: int = field(default=8, metadata=_check(ge=1))
     buckets: int = field(default=16, metadata=_check(ge=2))
+    # model=module: the dotted path of a factory, called as
+    # factory(in_features=D, out_features=O, **kwargs), and the keyword arguments it gets.
+    target: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,7 +165,26 @@ def to_config(cfg: DictConfig | dict) -> Config:
     merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     config = OmegaConf.to_object(merged)
     _validate_node(config, "")
+    _validate_options(config)
     return config
+
+
+def _validate_options(config: Config) -> None:
+    """Rules beyond single-key ranges: the keys an option requires."""
+    data, model = config.data, config.model
+    if data.name == "table":
+        for key in ("path", "label"):
+            if not getattr(data, key):
+                raise ConfigError(f"data.{key} is required for data=table")
+    if not data.test_fraction < 1:
+        raise ConfigError(f"data.test_fraction={data.test_fraction!r} must be < 1")
+    if data.features is not None and not data.features:
+        raise ConfigError("data.features=[] must name at least one column (or be null)")
+    if model.name == "module" and not model.target:
+        raise ConfigError("model.target is required for model=module (PKG.MOD.FACTORY)")
+    reserved = sorted({"in_features", "out_features", "activation"} & set(model.kwargs))
+    if reserved:
+        raise ConfigError(f"model.kwargs.{reserved[0]} is set by irrepro, not by model.kwargs")
 
 
 def as_dict(config: Config) -> dict[str, Any]:
@@ -186,6 +219,12 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# The synthetic data's teacher and sizes (quadratic_scale aside), and the keys only real data
+# read.
+_TEACHER_KEYS = ("dim", "n_train", "n_test", "scale", "bias")
+_REAL_DATA_KEYS = ("path", "test_path", "label", "features", "test_fraction", "dataset")
+
+
 def unused_keys(config: Config) -> tuple[str, ...]:
     """Keys that the chosen options ignore (SmeLU's beta under ReLU, say)."""
     unused = []
@@ -199,6 +238,18 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         unused += ["model.embedding_dim", "model.buckets"]
     if config.data.name != "quadratic":
         unused.append("data.quadratic_scale")
+    if config.model.name != "module":
+        unused += ["model.target", "model.kwargs"]
+    if config.data.name in SYNTHETIC_DATA:
+        unused += [f"data.{key}" for key in _REAL_DATA_KEYS]
+    else:
+        unused += [f"data.{key}" for key in _TEACHER_KEYS]
+    if config.data.name == "sklearn":
+        unused += ["data.path", "data.test_path", "data.label"]
+    if config.data.name == "table":
+        unused.append("data.dataset")
+        if config.data.test_path:
+            unused += ["data.test_fraction", "data.seed"]
     return tuple(unused)
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -67,3 +69,76 @@ def test_keys_the_options_ignore_split_no_group():
     two_units = config(**{"model.name": "two_units", "model.width": 7})
     assert group_key(two_units) == group_key(config(**{"model.name": "two_units"}))
     assert "beta" not in run_params(config())["activation"]
+
+
+# group_key and config_hash of the default config before data=table|sklearn and model=module
+# existed: keys the synthetic data and built-in models ignore must not change them.
+DEFAULT_GROUP_KEY = "4be4cb54e4b357f3"
+DEFAULT_CONFIG_HASH = "f134e6c6dcf1dda7"
+TABLE = {"data.name": "table", "data.path": "rows.csv", "data.label": "y"}
+MODULE = {"model.name": "module", "model.target": "examples.mlp.mlp"}
+
+
+def test_new_keys_leave_existing_identities_unchanged():
+    assert group_key(config()) == DEFAULT_GROUP_KEY
+    assert config_hash(config()) == DEFAULT_CONFIG_HASH
+    params = run_params(config())
+    assert set(params["data"]) == {
+        "name", "dim", "n_train", "n_test", "scale", "bias", "seed"}
+    assert set(params["model"]) == {"name"}
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [({"data.name": "table", "data.label": "y"}, "data.path"),
+     ({"data.name": "table", "data.path": "rows.csv"}, "data.label"),
+     ({"model.name": "module"}, "model.target"),
+     ({"data.test_fraction": 1.0}, "data.test_fraction"),
+     ({"data.test_fraction": 0.0}, "data.test_fraction"),
+     ({"data.dataset": "mnist"}, "data.dataset"),
+     ({**TABLE, "data.features": []}, "data.features"),
+     ({**MODULE, "model.kwargs": {"in_features": 3}}, "model.kwargs.in_features")],
+)
+def test_options_missing_what_they_need_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config(**overrides)
+
+
+def test_keys_real_data_and_modules_ignore_split_no_group():
+    table = config(**TABLE)
+    assert group_key(config(**TABLE, **{"data.n_train": 7, "data.dim": 3})) == group_key(table)
+    assert group_key(config(**TABLE, **{"data.dataset": "iris"})) == group_key(table)
+    assert group_key(config(**{**TABLE, "data.label": "z"})) != group_key(table)
+    with_test_file = config(**TABLE, **{"data.test_path": "test.csv"})
+    assert group_key(config(**TABLE, **{"data.test_path": "test.csv", "data.seed": 5,
+                                        "data.test_fraction": 0.5})) == group_key(with_test_file)
+    sklearn = config(**{"data.name": "sklearn", "data.dataset": "wine"})
+    assert group_key(config(**{"data.name": "sklearn", "data.dataset": "wine",
+                               "data.label": "y"})) == group_key(sklearn)
+    assert group_key(config(**{"data.name": "sklearn"})) != group_key(sklearn)
+    module = config(**MODULE)
+    assert group_key(config(**MODULE, **{"model.depth": 4, "model.width": 9})) == group_key(module)
+    assert group_key(config(**MODULE, **{"model.kwargs": {"hidden": 8}})) != group_key(module)
+    assert group_key(config(**{"model.target": "elsewhere.f"})) == group_key(config())
+
+
+def test_new_config_options_compose_with_hydra():
+    from hydra import compose, initialize_config_dir
+
+    from irrepro.config import register_configs
+
+    root = Path(__file__).resolve().parents[1]
+    register_configs()
+    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+        composed = compose("config", [
+            "data=table", "data.path=rows.parquet", "data.label=kind", "data.features=[a,b]",
+            "model=module", "model.target=examples.mlp.mlp", "+model.kwargs.hidden=32",
+        ])
+        typed = to_config(composed)
+        assert typed.data.features == ["a", "b"] and typed.model.kwargs == {"hidden": 32}
+        assert run_params(typed)["model"] == {
+            "name": "module", "target": "examples.mlp.mlp", "kwargs": {"hidden": 32}}
+        digits = to_config(compose("config", ["data=sklearn", "data.dataset=digits"]))
+        assert (digits.data.name, digits.data.dataset) == ("sklearn", "digits")
+        with pytest.raises(ConfigError, match=r"data\.path"):
+            to_config(compose("config", ["data=table", "data.label=kind"]))
