@@ -206,9 +206,10 @@ def _converged(rows: pd.DataFrame) -> pd.Series:
     return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
 
 
-def _note_unconverged(fig: plt.Figure, frame: pd.DataFrame) -> None:
+def _note_unconverged(fig: plt.Figure, frame: pd.DataFrame, note: str = UNCONVERGED_NOTE) -> None:
+    """Say in the title how groups that did not converge are drawn, if there are any."""
     if not _converged(frame).all():
-        fig.text(0.99, 0.99, UNCONVERGED_NOTE, ha="right", va="top", fontsize="small")
+        fig.suptitle(f"{fig.get_suptitle()}\n({note})")
 
 
 def _panels(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
@@ -315,9 +316,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
                 ax.set_title(panel, fontsize="medium")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
         _legend(fig, _unique_handles(axes))
-        if not _converged(data).all():
-            fig.text(0.99, 0.99, "hatched: not converged", ha="right", va="top",
-                     fontsize="small")
+        _note_unconverged(fig, data, "hatched: not converged")
     return Path(path)
 
 

@@ -1,0 +1,142 @@
+"""Irreproducibility over training: checkpoints in MLflow, PD by step, convergence in reports."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from irrepro import analysis, figures
+from irrepro.job import run_job
+from irrepro.report import analyze, readable_summary
+from irrepro.schedule import checkpoint_steps
+from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
+from irrepro.training import total_steps
+from tests.cli import ROOT
+from tests.conftest import make_config
+
+CHECKPOINT_COUNT = 6
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Three seeds under each randomness source, with checkpoints; one group without them."""
+    folder = tmp_path_factory.mktemp("over_training")
+    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "over_training")
+    configs = {
+        mode: make_config(replicas=3, **{"randomness.name": mode, "randomness.window": 64,
+                                         "train.checkpoints": CHECKPOINT_COUNT})
+        for mode in ("none", "init", "shuffle", "all")
+    }
+    for config in configs.values():
+        run_job(config, tracker)
+    run_job(make_config(replicas=2, **{"model.name": "logistic"}), tracker)
+    summary = analyze(tracker, "over_training", folder / "reports", folder / "figures",
+                      log_run=False)
+    return tracker, configs, folder, summary
+
+
+def by_step(folder):
+    return pd.read_csv(folder / "reports" / "over_training" / "by_step.csv")
+
+
+def test_each_run_stores_its_checkpoints_beside_its_predictions(study):
+    tracker, configs, _, _ = study
+    run = tracker.search("tags.seed = '1' and params.`randomness.name` = 'init'")[0]
+    folder = analysis._local_path(run.info.artifact_uri)
+    final = np.load(folder / PREDICTIONS)
+    with np.load(folder / CHECKPOINTS) as stored:
+        steps, predictions = stored["steps"], stored["predictions"]
+    expected = checkpoint_steps(CHECKPOINT_COUNT, total_steps(configs["init"]))
+    assert steps.dtype == np.int64 and steps.tolist() == expected.tolist()
+    assert predictions.dtype == np.float32 and predictions.shape == (CHECKPOINT_COUNT, 128)
+    assert np.array_equal(predictions[-1], final)
+
+
+@pytest.mark.parametrize("mode", ["none", "shuffle"])
+def test_with_equal_initializations_pd_at_step_0_is_exactly_zero(study, mode):
+    rows = by_step(study[2])
+    rows = rows[rows["randomness.name"] == mode]
+    assert rows["step"].tolist() == sorted(rows["step"])
+    assert rows[rows["step"] == 0]["pd"].item() == 0.0
+    if mode == "shuffle":
+        assert rows[rows["step"] > 0]["pd"].max() > 0
+
+
+@pytest.mark.parametrize("mode", ["init", "all"])
+def test_with_random_initializations_pd_at_step_0_is_positive(study, mode):
+    rows = by_step(study[2])
+    assert rows[(rows["randomness.name"] == mode) & (rows["step"] == 0)]["pd"].item() > 0
+
+
+def test_the_last_checkpoint_is_the_summary(study):
+    _, _, folder, summary = study
+    rows = by_step(folder)
+    last = rows.loc[rows.groupby("group_key")["step"].idxmax()].set_index("group_key")
+    final = summary.set_index("group_key").loc[last.index]
+    assert np.allclose(last["pd"], final["pd"], rtol=1e-12, atol=0)
+    assert np.allclose(last["excess_log_loss_mean"], final["excess_log_loss_mean"], rtol=1e-9)
+    assert (rows["pd_low"] <= rows["pd"]).all() and (rows["pd"] <= rows["pd_high"]).all()
+    for column in ("pd_relative", "churn", "excess_log_loss_std", "accuracy_mean",
+                   "accuracy_std"):
+        assert rows[column].notna().all()
+
+
+def test_groups_without_checkpoints_are_left_out_of_by_step(study):
+    _, _, folder, summary = study
+    assert len(summary) == 5
+    assert set(by_step(folder)["model.name"]) == {"two_units"}
+
+
+def test_the_summary_says_which_groups_converged(study):
+    summary = study[3]
+    assert summary["converged"].map(lambda v: v in (True, False)).all()
+    runs = study[0].search("attributes.status = 'FINISHED'")
+    assert all({"converged", "loss_change_last_tenth"} <= set(r.data.metrics) for r in runs)
+
+
+def test_pd_over_training_is_drawn(study):
+    path = study[2] / "figures" / "over_training" / "pd_over_training.png"
+    assert path.stat().st_size > 5000
+
+
+def test_the_readable_summary_has_only_the_columns_people_read(study):
+    table = readable_summary(study[3])
+    assert list(table.columns) == [
+        "model.name", "randomness.name", "runs", "PD [95% CI]", "relative PD", "churn",
+        "excess log loss", "accuracy", "converged",
+    ]
+    text = (study[2] / "reports" / "over_training" / "summary.md").read_text()
+    assert re.search(r"\| \d\.\d+(e-\d+)? \[\d", text) and "±" in text
+
+
+def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path):
+    rows = []
+    for i, (depth, width, activation, mode) in enumerate(
+        (d, w, a, m) for d in (1, 2, 4) for w in (4, 16, 64)
+        for a in ("relu", "smelu", "swish") for m in ("init", "shuffle")
+    ):
+        pd_value = 0.01 * depth * (1 + i % 3)
+        rows.append({
+            "group_key": f"g{i}", "data.name": "linear", "model.name": "mlp",
+            "model.depth": depth, "model.width": width, "activation.name": activation,
+            "randomness.name": mode, "n_runs": 4, "n_params": width * (20 + depth * width),
+            "pd": pd_value, "pd_low": pd_value * 0.9, "pd_high": pd_value * 1.1,
+            "excess_log_loss_mean": 0.01, "excess_log_loss_std": 0.001,
+            "converged": i % 5 != 0,
+        })
+    summary = pd.DataFrame(rows)
+    assert figures.varying(summary, exclude=figures.SIZE_KEYS) == ["activation.name",
+                                                                    "randomness.name"]
+    path = figures.pd_by_size(summary, tmp_path / "size.png")
+    assert path is not None and path.stat().st_size > 5000
+    steps = pd.DataFrame([{**row, "step": step} for row in rows for step in (0, 10, 100)])
+    assert figures.pd_over_training(steps, summary, tmp_path / "steps.png") is not None
+
+
+def test_every_image_the_readme_links_exists():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert links
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, f"README links missing images: {missing}"
