@@ -46,3 +46,8 @@ def test_switching_one_source_on_leaves_the_others_alone():
     init_under_all = seed_sequence("init", 5, "all").generate_state(2)
     init_alone = seed_sequence("init", 5, "init").generate_state(2)
     assert (init_under_all == init_alone).all()
+
+
+def test_the_default_data_keep_their_hash():
+    """Runs are compared by data hash: the default synthetic data must keep theirs."""
+    assert make_dataset(DataConfig()).digest == "e89d6bd9abae92eb"
