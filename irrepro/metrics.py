@@ -1,7 +1,14 @@
 """Irreproducibility metrics: per-run quality, cross-run disagreement, CIs and ensembles.
 
-Predictions from R identically trained runs are stored as ``P`` with shape [R, N]
-(runs by test examples); a single run's predictions ``p`` have shape [N].
+Predictions from R identically trained runs are stored as ``P`` with shape [R, N] (runs by
+test examples, the probability of label 1) for binary labels, or [R, N, C] for C classes (each
+row sums to 1, labels are class indices); a single run's predictions ``p`` have shape [N] or
+[N, C]. Two classes given as [..., 2] are binary: column 1 is the probability of label 1, so
+every metric gives exactly the numbers of that column.
+
+For C classes, runs i and j differ on an example by the total variation
+1/2 sum_c |p_ic - p_jc| (which is |p_i - p_j| for binary labels), the L2 and relative PD by
+the analogous sums over classes (see each), and churn counts different top-1 labels.
 """
 
 from collections.abc import Callable, Sequence
@@ -12,9 +19,23 @@ EPS = 1e-7
 CHUNK_ELEMENTS = 2**16
 
 
+def _binary(P: np.ndarray, class_axis: int) -> np.ndarray:
+    """P itself, or the probability of label 1 (column 1) where P holds two classes along
+    `class_axis` (1 for one run [N, 2], 2 for runs [R, N, 2])."""
+    return P[..., 1] if P.ndim == class_axis + 1 and P.shape[-1] == 2 else P
+
+
 def _as_prediction(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return p and y as float64 vectors of equal length, or raise ValueError."""
-    p = np.asarray(p, dtype=np.float64)
+    """Return p as float64 [N] with y float64 [N] (binary), or p as float64 [N, C] with y int64
+    class indices [N]; or raise ValueError."""
+    p = _binary(np.asarray(p, dtype=np.float64), 1)
+    if p.ndim == 2:
+        y = np.asarray(y)
+        if y.shape != p.shape[:1]:
+            raise ValueError(f"p [N, C] and y [N] must have equal N, got {p.shape} and {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= p.shape[1] or (y != y.astype(np.int64)).any()):
+            raise ValueError(f"y must hold class indices 0..{p.shape[1] - 1}")
+        return p, y.astype(np.int64)
     y = np.asarray(y, dtype=np.float64)
     if p.ndim != 1 or p.shape != y.shape:
         raise ValueError(f"p and y must be 1-D of equal length, got {p.shape} and {y.shape}")
@@ -22,15 +43,20 @@ def _as_prediction(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary cross-entropy in float64, with p clipped to [EPS, 1 - EPS]."""
+    """Mean cross-entropy in float64, with probabilities clipped to [EPS, 1 - EPS]."""
     p, y = _as_prediction(p, y)
     p = np.clip(p, EPS, 1 - EPS)
+    if p.ndim == 2:
+        return float(-np.mean(np.log(p[np.arange(y.size), y])))
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of examples where the prediction p >= 0.5 matches the label y == 1."""
+    """Fraction of examples whose predicted label matches y: p >= 0.5 for binary labels,
+    the top-1 class (ties to the lowest index) for C classes."""
     p, y = _as_prediction(p, y)
+    if p.ndim == 2:
+        return float(np.mean(p.argmax(axis=1) == y))
     return float(np.mean((p >= 0.5) == (y == 1)))
 
 
@@ -46,36 +72,54 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def auc(p: np.ndarray, y: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney U statistic over average ranks (ties count one half)."""
+    """ROC AUC as the Mann-Whitney U statistic over average ranks (ties count one half).
+
+    For C classes, the macro average of the one-vs-rest AUCs of the classes that occur in y
+    (a class absent from y has no AUC).
+    """
     p, y = _as_prediction(p, y)
-    positive = y == 1
+    if p.ndim == 1:
+        return _binary_auc(p, y == 1)
+    present = np.unique(y)
+    if present.size < 2:
+        raise ValueError("AUC is undefined: y must contain at least two classes")
+    return float(np.mean([_binary_auc(p[:, c], y == c) for c in present]))
+
+
+def _binary_auc(p: np.ndarray, positive: np.ndarray) -> float:
     n_pos = int(positive.sum())
-    n_neg = y.size - n_pos
+    n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUC is undefined: y must contain both classes (0 and 1)")
     rank_sum = _average_ranks(p)[positive].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def run_metrics(p: np.ndarray, y: np.ndarray, p_star: np.ndarray) -> dict[str, float]:
-    """Quality of one run, including log loss in excess of the teacher's p_star."""
-    loss = log_loss(p, y)
-    teacher_loss = log_loss(p_star, y)
-    return {
-        "log_loss": loss,
-        "teacher_log_loss": teacher_loss,
-        "excess_log_loss": loss - teacher_loss,
-        "accuracy": accuracy(p, y),
-        "auc": auc(p, y),
-    }
+def run_metrics(
+    p: np.ndarray, y: np.ndarray, p_star: np.ndarray | None = None
+) -> dict[str, float]:
+    """Quality of one run: log loss, accuracy and AUC; with the teacher's p_star (synthetic
+    data), also the teacher's log loss and the run's log loss in excess of it."""
+    result = {"log_loss": log_loss(p, y), "accuracy": accuracy(p, y), "auc": auc(p, y)}
+    if p_star is not None:
+        result["teacher_log_loss"] = log_loss(p_star, y)
+        result["excess_log_loss"] = result["log_loss"] - result["teacher_log_loss"]
+    return result
 
 
 def _as_runs(P: np.ndarray) -> np.ndarray:
-    """Return P as a 2-D [R, N] array with R >= 2, or raise ValueError."""
-    P = np.asarray(P)
-    if P.ndim != 2 or P.shape[0] < 2:
-        raise ValueError(f"P must have shape [R, N] with R >= 2 runs, got {P.shape}")
+    """Return P as [R, N] or [R, N, C] with R >= 2 and C >= 3 (two classes become [R, N]),
+    or raise ValueError."""
+    P = _binary(np.asarray(P), 2)
+    if P.ndim not in (2, 3) or P.shape[0] < 2 or P.shape[2:] == (1,):
+        raise ValueError(f"P must have shape [R, N] or [R, N, C] with R >= 2 runs, got {P.shape}")
     return P
+
+
+def _class_total(values: np.ndarray) -> np.ndarray:
+    """Per-example values summed over classes and halved (total-variation style) for
+    [N, C], unchanged for binary [N]."""
+    return values if values.ndim == 1 else values.sum(axis=1) / 2
 
 
 def _n_pairs(R: int) -> int:
@@ -84,55 +128,64 @@ def _n_pairs(R: int) -> int:
 
 
 def per_example_pd(P: np.ndarray) -> np.ndarray:
-    """Per-example mean over run pairs of |p_i - p_j|, shape [N], in O(N R log R).
+    """Per-example mean over run pairs of |p_i - p_j| (of 1/2 sum_c |p_ic - p_jc| for C
+    classes), shape [N], in O(N C R log R).
 
-    Uses sum_{i<j} |p_i - p_j| = sum_k (2k - R - 1) p_(k) over the sorted values p_(k).
+    Uses sum_{i<j} |p_i - p_j| = sum_k (2k - R - 1) p_(k) over the sorted values p_(k), per
+    example and class.
     """
     P = _as_runs(P)
     R = P.shape[0]
     weights = 2.0 * np.arange(1, R + 1) - R - 1
-    return weights @ np.sort(P, axis=0).astype(np.float64) / _n_pairs(R)
+    ordered = np.sort(P, axis=0).astype(np.float64).reshape(R, -1)
+    return _class_total((weights @ ordered).reshape(P.shape[1:]) / _n_pairs(R))
 
 
 def pd_l1(P: np.ndarray) -> float:
-    """Mean over run pairs and examples of |p_i - p_j| (sorting trick)."""
+    """Mean over run pairs and examples of |p_i - p_j|, or of the total variation
+    1/2 sum_c |p_ic - p_jc| for C classes (sorting trick)."""
     return float(per_example_pd(P).mean())
 
 
 def pd_l1_naive(P: np.ndarray) -> float:
     """Reference O(N R^2) pd_l1 with an explicit loop over run pairs, for tests and benchmarks."""
     P = _as_runs(P).astype(np.float64)
-    R, N = P.shape
+    R, N = P.shape[:2]
     total = 0.0
     for i in range(R):
         for j in range(i + 1, R):
             total += np.abs(P[i] - P[j]).sum()
-    return total / (_n_pairs(R) * N)
+    return total / (_n_pairs(R) * N) / (2 if P.ndim == 3 else 1)
 
 
 def pd_l2(P: np.ndarray) -> float:
-    """Root of the mean over run pairs and examples of (p_i - p_j)^2, in O(N R).
+    """Root of the mean over run pairs and examples of (p_i - p_j)^2, or of
+    1/2 sum_c (p_ic - p_jc)^2 for C classes (which is (p_i1 - p_j1)^2 for two), in O(N C R).
 
-    Uses sum_{i<j} (p_i - p_j)^2 = R sum p^2 - (sum p)^2 per example, on values centered
-    per example (the identity is shift invariant) to avoid cancellation.
+    Uses sum_{i<j} (p_i - p_j)^2 = R sum p^2 - (sum p)^2 per example (and class), on values
+    centered per example (the identity is shift invariant) to avoid cancellation.
     """
     P = _as_runs(P).astype(np.float64)
-    R, N = P.shape
+    R, N = P.shape[:2]
     D = P - P.mean(axis=0)
-    squared_sums = R * np.sum(D * D, axis=0) - np.sum(D, axis=0) ** 2
+    squared_sums = _class_total(R * np.sum(D * D, axis=0) - np.sum(D, axis=0) ** 2)
     return float(np.sqrt(max(squared_sums.sum(), 0.0) / (_n_pairs(R) * N)))
 
 
 def pd_relative(P: np.ndarray, chunk_elements: int = CHUNK_ELEMENTS) -> float:
     """Mean over run pairs and examples of |p_i - p_j| / ((p_i + p_j) / 2), 0 where both are 0.
 
-    Computed as 2 |p_i - p_j| / (p_i + p_j) over chunks of pairs holding about chunk_elements
-    values each, which bounds memory (small, cache-sized chunks are also the fastest).
+    For C classes, of 1/2 sum_c |p_ic - p_jc| / ((p_ic + p_jc) / 2), 0/0 terms counting 0: the
+    total variation with each class's difference relative to its mean probability (between 0
+    and C; two classes are binary and use column 1).
+    Computed as 2 |p_i - p_j| / (p_i + p_j) (sum_c |p_ic - p_jc| / (p_ic + p_jc)) over chunks
+    of pairs holding about chunk_elements values each, which bounds memory (small,
+    cache-sized chunks are also the fastest).
     """
     P = _as_runs(P).astype(np.float64)
-    R, N = P.shape
+    R, N = P.shape[:2]
     rows_i, rows_j = np.triu_indices(R, k=1)
-    pairs_per_chunk = max(1, chunk_elements // N)
+    pairs_per_chunk = max(1, chunk_elements // (P[0].size))
     total = 0.0
     for start in range(0, rows_i.size, pairs_per_chunk):
         a = P[rows_i[start : start + pairs_per_chunk]]
@@ -140,25 +193,34 @@ def pd_relative(P: np.ndarray, chunk_elements: int = CHUNK_ELEMENTS) -> float:
         diff = np.abs(a - b)
         pair_sum = a + b
         total += np.divide(diff, pair_sum, out=np.zeros_like(diff), where=pair_sum > 0).sum()
-    return 2 * total / (_n_pairs(R) * N)
+    return (2 if P.ndim == 2 else 1) * total / (_n_pairs(R) * N)
 
 
 def _per_example_churn(P: np.ndarray) -> np.ndarray:
-    """Per-example fraction of run pairs whose 0.5-thresholded labels differ, shape [N]."""
+    """Per-example fraction of run pairs whose predicted labels differ (0.5-thresholded for
+    binary, top-1 for C classes), shape [N]."""
     P = _as_runs(P)
     R = P.shape[0]
-    positives = np.count_nonzero(P >= 0.5, axis=0).astype(np.float64)
-    return positives * (R - positives) / _n_pairs(R)
+    if P.ndim == 2:
+        positives = np.count_nonzero(P >= 0.5, axis=0).astype(np.float64)
+        return positives * (R - positives) / _n_pairs(R)
+    labels = P.argmax(axis=2)
+    counts = np.stack([np.count_nonzero(labels == c, axis=0) for c in range(P.shape[2])], 1)
+    agreeing = (counts.astype(np.float64) ** 2).sum(axis=1)
+    return (R * R - agreeing) / 2 / _n_pairs(R)
 
 
 def churn(P: np.ndarray) -> float:
-    """Fraction of (run pair, example) whose 0.5-thresholded labels differ."""
+    """Fraction of (run pair, example) whose predicted labels differ: 0.5-thresholded for
+    binary labels, top-1 (ties to the lowest class index) for C classes."""
     return float(_per_example_churn(P).mean())
 
 
 def per_example_std(P: np.ndarray) -> np.ndarray:
-    """Standard deviation across runs (ddof=0) per example, shape [N]."""
-    return np.std(_as_runs(P), axis=0, dtype=np.float64)
+    """Standard deviation across runs (ddof=0) per example, averaged over classes for C
+    classes, shape [N]."""
+    std = np.std(_as_runs(P), axis=0, dtype=np.float64)
+    return std if std.ndim == 1 else std.mean(axis=1)
 
 
 DISAGREEMENT_KEYS = (
@@ -243,10 +305,10 @@ def ensemble_disagreement(
     """Disagreement and quality of ensembles of k consecutive runs, for each k in sizes.
 
     The runs are split in row order into floor(R / k) disjoint groups of k whose probabilities
-    are averaged; sizes default to 1, 2, 4, ... while 2k <= R.
+    (of each class, for C classes) are averaged; sizes default to 1, 2, 4, ... while 2k <= R.
     """
     P = _as_runs(P)
-    R, N = P.shape
+    R = P.shape[0]
     if sizes is None:
         sizes = [2**e for e in range(R.bit_length()) if 2 ** (e + 1) <= R]
     results = []
@@ -254,7 +316,8 @@ def ensemble_disagreement(
         n_ensembles = R // k if k > 0 else 0
         if n_ensembles < 2:
             raise ValueError(f"ensemble size {k} must leave at least 2 ensembles of {R} runs")
-        E = P[: n_ensembles * k].astype(np.float64).reshape(n_ensembles, k, N).mean(axis=1)
+        members = P[: n_ensembles * k].astype(np.float64)
+        E = members.reshape(n_ensembles, k, *P.shape[1:]).mean(axis=1)
         results.append(
             {
                 "k": k,
