@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from irrepro.activations import Activation
 from irrepro.config import ModelConfig
@@ -80,18 +81,82 @@ def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator
         index -= size
 
 
+# Rows of every batch a stacked model sees are padded to a multiple of this. An element-wise
+# kernel runs over the whole [K, rows, ...] tensor in vectorized chunks (at most 64 float32
+# values) and finishes a tail with scalar code that rounds exp-based functions differently;
+# with aligned rows every replica's slab starts on a chunk boundary and no tail is left, so a
+# replica's values never depend on K or on its position in the stack.
+ROW_ALIGNMENT = 64
+
+
+def aligned_rows(rows: int) -> int:
+    """`rows` rounded up to a multiple of ROW_ALIGNMENT."""
+    return -(-rows // ROW_ALIGNMENT) * ROW_ALIGNMENT
+
+
+def pad_rows(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """`tensor` with zeros appended along `dim` up to `aligned_rows` (itself when aligned)."""
+    missing = aligned_rows(tensor.shape[dim]) - tensor.shape[dim]
+    if not missing:
+        return tensor
+    return F.pad(tensor, (0, 0) * (tensor.dim() - 1 - dim) + (0, missing))
+
+
+LINE = 16  # float32 values in 64 bytes
+
+
+def padded_width(fan_in: int, width: int) -> int:
+    """The least width >= `width` whose weight slab (fan_in x width) is a multiple of LINE."""
+    step = LINE // math.gcd(fan_in, LINE)
+    return -(-width // step) * step
+
+
+def _affine(bias: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """bias + hidden @ weight per replica, rounded the same whatever K and the position are.
+
+    Two layout rules keep PyTorch's CPU matrix products batch invariant (measured):
+    - a batch of one goes to plain gemm (gemv for a one-column result), a larger one to MKL's
+      batched gemm, which rounds differently: a single replica runs as a batch of two, itself
+      and a stride-0 copy whose result is dropped (its gradient is exactly zero);
+    - the batched gemm rounds a replica's result differently unless it starts 16-byte aligned,
+      and the weight gradient [K, fan_in, width] does not unless fan_in * width is a multiple
+      of 4: the weight and bias get zero columns up to `padded_width` (each replica's slab
+      then fills whole 64-byte lines) and the extra output columns are cut off.
+    """
+    width = weight.shape[2]
+    extra = padded_width(weight.shape[1], width) - width
+    if extra:
+        bias, weight = F.pad(bias, (0, extra)), F.pad(weight, (0, extra))
+    if hidden.shape[0] == 1:
+        pair = [tensor.expand(2, -1, -1) for tensor in (bias, hidden, weight)]
+        out = torch.baddbmm(*pair)[:1]
+    else:
+        out = torch.baddbmm(bias, hidden, weight)
+    return out[..., :width].contiguous() if extra else out
+
+
 class StackedNet(torch.nn.Module):
-    """K networks of one architecture; input [K, B, ...], output logits [K, B]."""
+    """K networks of one architecture; input [K, B, ...], output logits [K, B].
+
+    B must be a multiple of ROW_ALIGNMENT (see `pad_rows`): then replica i computes bit for bit
+    what it computes alone or at any other position of any stack.
+    """
 
     def __init__(self, replicas: list[dict[str, torch.Tensor]], activation: Activation):
         super().__init__()
         self.activation = activation
+        self.replicas = len(replicas)
         self.params = torch.nn.ParameterDict(
             {name: torch.stack([r[name] for r in replicas]) for name in replicas[0]}
         )
         self.layers = sum(name.startswith("weight") for name in self.params)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.shape[1] % ROW_ALIGNMENT:
+            raise ValueError(
+                f"a stacked model takes batches of a multiple of {ROW_ALIGNMENT} rows "
+                f"(pad_rows), got {inputs.shape[1]}"
+            )
         hidden = inputs
         if "embedding" in self.params:
             table = self.params["embedding"]
@@ -100,9 +165,8 @@ class StackedNet(torch.nn.Module):
             hidden = table.gather(1, rows).reshape(replicas, batch, -1)
         for layer in range(self.layers - 1):
             weight, bias = self.params[f"weight{layer}"], self.params[f"bias{layer}"]
-            hidden = self.activation(torch.baddbmm(bias, hidden, weight))
-        # The single-output layer as a product and a row sum: a matrix-vector kernel would
-        # round differently for one replica than for several.
+            hidden = self.activation(_affine(bias, hidden, weight))
+        # The single-output layer as a product and a row sum: no matrix-vector kernel.
         last = self.layers - 1
         weight, bias = self.params[f"weight{last}"], self.params[f"bias{last}"]
         return (hidden * weight.transpose(1, 2)).sum(dim=-1) + bias.squeeze(-1)
@@ -111,9 +175,6 @@ class StackedNet(torch.nn.Module):
 @torch.no_grad()
 def predict_probabilities(model: StackedNet, inputs: torch.Tensor) -> np.ndarray:
     """Each replica's probability of label 1 on the same inputs [N, ...], as float32 [K, N]."""
-    replicas = model.params[next(iter(model.params))].shape[0]
-    stacked = inputs.unsqueeze(0).repeat(replicas, *[1] * inputs.dim())
-    logits = model(stacked).cpu()
-    # Row by row: a vectorized kernel rounds its tail differently, so one replica
-    # would not match the same seed trained alone.
-    return np.stack([torch.sigmoid(row).numpy() for row in logits])
+    padded = pad_rows(inputs, dim=0)
+    stacked = padded.unsqueeze(0).repeat(model.replicas, *[1] * inputs.dim())
+    return torch.sigmoid(model(stacked))[:, :inputs.shape[0]].contiguous().cpu().numpy()

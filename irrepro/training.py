@@ -19,6 +19,7 @@ from irrepro.models import (
     StackedNet,
     encode_inputs,
     init_parameters,
+    pad_rows,
     perturb_one_weight,
     predict_probabilities,
 )
@@ -32,8 +33,9 @@ class ReplicaResult:
     """What one replica (one seed) produced: test predictions or the reason it failed.
 
     `checkpoints` holds the test predictions at `checkpoint_steps` (rows in step order, the
-    last row equal to `predictions`), when checkpoints were asked for. `loss_change` is the
-    relative fall of its training-set log loss over the last tenth of training.
+    last row equal to `predictions`), when checkpoints were asked for. `train_loss` is its
+    final log loss on the whole training set, `loss_change` the relative fall of that loss
+    over the last tenth of training.
     """
 
     seed: int
@@ -42,6 +44,7 @@ class ReplicaResult:
     failure: str | None = None
     checkpoint_steps: np.ndarray | None = None
     checkpoints: np.ndarray | None = None
+    train_loss: float = math.nan
     loss_change: float = math.nan
 
 
@@ -125,7 +128,7 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
         _predict(model, x_test, results, wanted, snapshots)
         losses = _train_losses(model, x_train, dataset.y_train)
         for result, before, after in zip(results, losses_before, losses, strict=True):
-            result.loss_change = loss_change(before, after)
+            result.train_loss, result.loss_change = after, loss_change(before, after)
     return results
 
 
@@ -149,11 +152,13 @@ def _train_passes(
     for _ in range(config.train.passes):
         orders = _epoch_orders(config, shufflers).to(x_train.device)
         for start in range(0, config.data.n_train, batch):
-            indices = orders[:, start:start + batch]
-            logits = model(x_train[indices])
+            # Padded rows (example 0) keep every replica's slab aligned; they leave the loss
+            # before its mean, so their gradient is exactly zero.
+            indices = pad_rows(orders[:, start:start + batch], dim=1)
+            rows = min(batch, config.data.n_train - start)
             losses = F.binary_cross_entropy_with_logits(
-                logits, y_train[indices], reduction="none"
-            ).mean(dim=1)
+                model(x_train[indices]), y_train[indices], reduction="none"
+            )[:, :rows].mean(dim=1)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
