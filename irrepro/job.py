@@ -149,6 +149,7 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
             params = run_params(replica_config(config, result.seed))
             metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
             metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
+            metrics["train_log_loss"] = result.train_loss
             metrics["loss_change_last_tenth"] = result.loss_change
             metrics["converged"] = float(converged(result.loss_change))
             tracker.log_finished(
