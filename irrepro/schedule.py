@@ -8,7 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 # The rule: a run has converged when its log loss on the whole training set changes by less
-# than 1% over the last tenth of training (from `convergence_step` to the last step).
+# than 1% over the last tenth of training, measured in learning-rate time (the sum of the
+# step sizes): under a constant rate the last tenth of the steps, under a decaying one a
+# longer stretch, since steps at a vanishing rate barely move the model whatever its loss.
 CONVERGENCE_TOLERANCE = 0.01
 
 
@@ -42,9 +44,11 @@ def checkpoint_steps(count: int, total_steps: int) -> np.ndarray:
     return steps
 
 
-def convergence_step(total_steps: int) -> int:
-    """The step that opens the last tenth of training."""
-    return math.floor(0.9 * total_steps)
+def convergence_step(total_steps: int, schedule: str) -> int:
+    """The step that opens the last tenth of training in learning-rate time."""
+    factor = lr_factor(schedule, total_steps)
+    rates = np.cumsum([factor(step) for step in range(total_steps)])
+    return int(np.searchsorted(rates, 0.9 * rates[-1], side="right"))
 
 
 def loss_change(before: float, after: float) -> float:

@@ -111,12 +111,14 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     snapshots: list[np.ndarray] = []
     losses_before: list[float] = []
 
+    opens_last_tenth = convergence_step(steps, config.optimizer.schedule)
+
     def observe(step: int) -> None:
         """Test predictions at a checkpoint before the last (the last are the final ones),
         and the training-set loss where the last tenth of training begins."""
         if step in wanted[:-1]:
             snapshots.append(predict_probabilities(model, x_test))
-        if step == convergence_step(steps):
+        if step == opens_last_tenth:
             losses_before.extend(_train_losses(model, x_train, dataset.y_train))
 
     observe(0)

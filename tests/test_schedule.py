@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from irrepro.data import make_dataset
-from irrepro.schedule import checkpoint_steps, converged, loss_change, lr_factor
+from irrepro.schedule import (
+    checkpoint_steps,
+    converged,
+    convergence_step,
+    loss_change,
+    lr_factor,
+)
 from irrepro.training import make_optimizer, total_steps, train_replicas
 
 
@@ -106,3 +112,12 @@ def test_each_run_measures_its_loss_change_over_the_last_tenth(tiny):
                    for passes in (1, 40))
     assert short.loss_change > long.loss_change >= -0.01
     assert converged(long.loss_change) and not converged(short.loss_change)
+
+
+def test_the_last_tenth_is_measured_in_learning_rate_time():
+    assert convergence_step(1000, "constant") == 900
+    # Under cosine the last tenth of the summed step sizes starts at 60% of the steps,
+    # under linear decay at 1 - sqrt(0.1) = 68%.
+    assert convergence_step(1000, "cosine") == pytest.approx(600, abs=2)
+    assert convergence_step(1000, "linear") == pytest.approx(684, abs=2)
+    assert convergence_step(1, "cosine") == 0
