@@ -116,8 +116,8 @@ def test_each_run_measures_its_loss_change_over_the_last_tenth(tiny):
 
 def test_the_last_tenth_is_measured_in_learning_rate_time():
     assert convergence_step(1000, "constant") == 900
-    # Under cosine the last tenth of the summed step sizes starts at 60% of the steps,
+    # Under cosine the last tenth of the summed step sizes starts at about 60% of the steps,
     # under linear decay at 1 - sqrt(0.1) = 68%.
-    assert convergence_step(1000, "cosine") == pytest.approx(600, abs=2)
+    assert convergence_step(1000, "cosine") == pytest.approx(596, abs=2)
     assert convergence_step(1000, "linear") == pytest.approx(684, abs=2)
     assert convergence_step(1, "cosine") == 0
