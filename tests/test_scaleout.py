@@ -42,7 +42,8 @@ def test_parallel_writers_on_a_new_store_lose_no_run(tmp_path):
 
 
 def test_a_sweep_killed_mid_way_resumes_without_retraining(tmp_path):
-    args = ["-m", "seed=range(8)", "data.n_train=20000"]
+    # One seed per job, so that the kill lands between jobs.
+    args = ["-m", "seed=range(8)", "data.n_train=20000", "hydra.sweeper.max_replicas=1"]
     process = start_train(args, tmp_path)
     deadline = time.time() + 180
     while time.time() < deadline and len(finished_children(tmp_path)) < 2:

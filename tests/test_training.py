@@ -68,9 +68,17 @@ def test_under_no_randomness_all_replicas_are_identical(tiny):
     assert all(np.array_equal(stacked[0], other) for other in stacked[1:])
 
 
-@pytest.mark.parametrize("mode", ["init", "shuffle", "all", "perturb"])
+@pytest.mark.parametrize("mode", ["init", "shuffle", "all"])
 def test_replicas_of_distinct_seeds_differ(tiny, mode):
     config = tiny(**{"randomness.name": mode, "randomness.window": 64, "model.name": "mlp"})
     stacked = predictions(config, [0, 1, 2])
     assert not np.array_equal(stacked[0], stacked[1])
     assert not np.array_equal(stacked[1], stacked[2])
+
+
+def test_perturbed_replicas_are_not_all_identical(tiny):
+    # A one-ulp move of a weight feeding a dead unit, or one lost in rounding, changes
+    # nothing: some pairs of seeds may agree exactly, not all of them.
+    config = tiny(**{"randomness.name": "perturb", "model.name": "mlp"})
+    stacked = predictions(config, [0, 1, 2, 3, 4])
+    assert len({p.tobytes() for p in stacked}) > 1
