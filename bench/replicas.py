@@ -3,7 +3,8 @@
     python bench/replicas.py [--replicas 1 10 50] [--device cpu]
 
 Prints, per model and K, the seconds of K single runs, of one K-replica job, and their
-ratio; then the per-run cost of logging K runs to a fresh SQLite MLflow store.
+ratio; then the seconds of logging the runs of the largest K-replica job to a fresh SQLite
+MLflow store against the seconds that job trained.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from functools import partial
 import numpy as np
 from omegaconf import OmegaConf
 
-from irrepro.config import to_config
+from irrepro.config import config_hash, flatten, group_key, run_params, to_config
 from irrepro.data import make_dataset
-from irrepro.job import replica_config
+from irrepro.job import artifact_files, replica_config, run_name
 from irrepro.metrics import run_metrics
 from irrepro.training import train_replicas
 
@@ -55,26 +56,35 @@ def bench_training(replica_counts, device):
 
 
 def bench_logging(k):
+    """Seconds to log the k runs of a k-replica job (as a job logs them) against the seconds
+    that job trained, both measured here."""
     from irrepro import tracking
 
     config = to_config(OmegaConf.create({"train": {"progress": False}}))
     dataset = make_dataset(config.data)
-    results = train_replicas(config, list(range(k)), dataset)
+    seeds = list(range(k))
+    train_replicas(config, seeds, dataset)  # warm-up
+    started = time.perf_counter()
+    results = train_replicas(config, seeds, dataset)
+    train = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as folder:
         tracker = tracking.Tracker(f"sqlite:///{folder}/mlflow.db", "bench")
-        start = time.perf_counter()
+        started = time.perf_counter()
         for result in results:
             single = replica_config(config, result.seed)
-            run_id = tracker.start_run(f"s{result.seed}", {"seed": str(result.seed)})
+            params = run_params(single)
+            run_id = tracker.start_run(run_name(single), {
+                "group_key": group_key(config), "config_hash": config_hash(single),
+                "data_hash": dataset.digest, "seed": str(result.seed),
+            })
+            metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
             tracker.log_finished(
-                run_id, {"seed": result.seed}, run_metrics(
-                    result.predictions, dataset.y_test, dataset.p_test),
-                result.curve, result.predictions, str(single),
+                run_id, flatten(params), metrics, result.curve, artifact_files(result, params)
             )
-        elapsed = time.perf_counter() - start
-    train = seconds(partial(train_replicas, config, list(range(k)), dataset))
-    print(f"MLflow logging of {k} runs: {elapsed:.2f} s, {elapsed / k * 1000:.0f} ms per run "
-          f"(training the {k} replicas: {train:.2f} s)")
+        logging = time.perf_counter() - started
+    print(f"MLflow logging of {k} runs: {logging:.2f} s, {logging / k * 1000:.0f} ms per run; "
+          f"training the {k}-replica job: {train:.2f} s, {train / k * 1000:.0f} ms per run "
+          f"(logging / training: {logging / train:.1f}x)")
 
 
 def main():

@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 PREDICTIONS = "predictions.npy"
 CHECKPOINTS = "checkpoints.npz"
 CONFIG_FILE = "config.yaml"
+# Artifact URI of each run this process started, until the run's files are written or it ends.
+_ARTIFACT_URIS: dict[str, str] = {}
 
 
 class TrackingError(RuntimeError):
@@ -140,6 +143,7 @@ class Tracker:
         """A new RUNNING run, tagged with this process so a dead one can be found later."""
         tags = {**tags, "irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
         run = _retrying(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
+        _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def log_finished(
@@ -150,8 +154,8 @@ class Tracker:
         curve: list[tuple[int, float]],
         files: dict[str, bytes],
     ) -> None:
-        """Log a run's params, metrics, curve and artifact files (name -> contents) in
-        batches, then mark it FINISHED."""
+        """Log a run's params, metrics, curve and artifact files (name -> contents), then mark
+        it FINISHED: one batch, the files, and the status."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -161,14 +165,26 @@ class Tracker:
             self.client.log_batch, run_id,
             metrics=entries, params=[Param(k, str(v)) for k, v in params.items()],
         )
-        with tempfile.TemporaryDirectory() as folder:
-            for name, contents in files.items():
-                (Path(folder) / name).write_bytes(contents)
-            self.client.log_artifacts(run_id, folder)
+        self._write_artifacts(run_id, files)
         self.end_run(run_id, "FINISHED")
+
+    def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
+        """The files straight into the run's artifact folder when it is local (a path or a
+        file: URI), else through MLflow's artifact repository for the run."""
+        folder = _local_folder(_ARTIFACT_URIS.pop(run_id, ""))
+        if folder is None:
+            with tempfile.TemporaryDirectory() as staging:
+                for name, contents in files.items():
+                    (Path(staging) / name).write_bytes(contents)
+                self.client.log_artifacts(run_id, staging)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, contents in files.items():
+            (folder / name).write_bytes(contents)
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate a run; a FAILED or KILLED one carries its reason as a tag."""
+        _ARTIFACT_URIS.pop(run_id, None)
         if reason:
             _retrying(self.client.set_tag, run_id, "failure_reason", reason[:5000])
         _retrying(self.client.set_terminated, run_id, status=status)
@@ -184,6 +200,15 @@ class Tracker:
             self.end_run(run.info.run_id, "KILLED", "the process running it ended without a word")
             stale += 1
         return stale
+
+
+def _local_folder(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact URI (as MLflow maps it); None for a remote or unknown one."""
+    if not artifact_uri or urllib.parse.urlparse(artifact_uri).scheme not in ("", "file"):
+        return None
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    return Path(local_file_uri_to_path(artifact_uri))
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:

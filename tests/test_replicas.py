@@ -1,6 +1,9 @@
 """Batch invariance: replica i of any K-replica job computes bit for bit what the single run
 of its seed computes (predictions, training curve, checkpoint predictions), at any position."""
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -84,3 +87,24 @@ def test_replicas_match_single_runs_after_a_full_default_run(model, activation):
         "train.checkpoints": 4,
     })
     assert_replicas_match_single_runs(config, stacks=[(2, 0, 1)], watched=(0, 2))
+
+
+def test_a_replicas_logged_run_is_the_single_runs_read_back_through_mlflow(tmp_path):
+    from irrepro.job import run_job
+    from irrepro.tracking import CHECKPOINTS, CONFIG_FILE, PREDICTIONS, Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "replicas")
+    config = make_config(**{**AWKWARD, "model.name": "mlp", "activation.name": "gelu"})
+    stacked = run_job(dataclasses.replace(config, seed=3, replicas=3), tracker).finished
+    alone = run_job(dataclasses.replace(config, seed=4, force=True), tracker).finished
+    runs = [tracker.client.get_run(run_id) for run_id in (stacked[4], alone[4])]
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    assert runs[0].data.params == runs[1].data.params
+    curves = [tracker.client.get_metric_history(run.info.run_id, "train_loss") for run in runs]
+    assert [(m.step, m.value) for m in curves[0]] == [(m.step, m.value) for m in curves[1]]
+    for name in (PREDICTIONS, CONFIG_FILE, CHECKPOINTS):  # written straight to disk
+        contents = [
+            Path(tracker.client.download_artifacts(run_id, name, str(tmp_path / run_id)))
+            .read_bytes() for run_id in (run.info.run_id for run in runs)
+        ]
+        assert contents[0] == contents[1], name
