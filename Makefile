@@ -8,6 +8,8 @@ PIP_EXTRA ?=
 STAMP := $(VENV)/.installed
 PORT ?= 5000
 HOST ?= 127.0.0.1
+# processes of make server
+WORKERS ?= 4
 DB_URI ?= sqlite:///mlflow-server.db
 ARTIFACTS ?= mlartifacts-server
 # figures: the studies to run, at which scale (conf/scale/), into which store and folders
@@ -58,9 +60,11 @@ tune: install
 
 # A shared tracking server: runs arrive over HTTP, artifacts are served through it.
 # DB_URI=postgresql://USER@HOST:PORT/DB uses PostgreSQL (driver: psycopg, from make install).
+# MLflow's GenAI job runner (a pool of huey processes) is off: irrepro has no use for it.
 server: install
-	$(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
-	  --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  $(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
+	  --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 bench: install
 	$(BIN)/python bench/shuffle.py

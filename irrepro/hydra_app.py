@@ -73,7 +73,12 @@ class MlflowSweepCallback(Callback):
         self.parent: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.tracker = tracker_for(to_config(config), config.hydra.runtime.cwd)
+        try:
+            self.tracker = tracker_for(to_config(config), config.hydra.runtime.cwd)
+        except (ConfigError, tracking.TrackingError) as error:
+            # Hydra turns a callback's Exception into a warning: no job may run without a parent.
+            print(f"train.py: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         stale = self.tracker.end_stale_runs()
         if stale:
             log.warning("marked %d runs KILLED whose process had died", stale)

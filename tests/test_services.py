@@ -86,6 +86,13 @@ def test_an_unreachable_tracking_server_is_one_line(tmp_path):
     assert "does not answer" in one_line_error(result)
 
 
+def test_a_multirun_against_an_unreachable_server_stops_before_any_job(tmp_path):
+    result = train(["-m", "activation=relu,smelu", f"tracking.uri=http://127.0.0.1:{free_port()}"],
+                   tmp_path, check=False)
+    assert "does not answer" in one_line_error(result)
+    assert result.returncode == 2 and "Launching 2 jobs" not in result.stdout + result.stderr
+
+
 def test_a_store_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     result = train([f"tracking.uri=sqlite:///{tmp_path}/file/mlflow.db"], tmp_path, check=False)
