@@ -110,13 +110,21 @@ start() {
   die "the node did not become idle within 60 s (logs in $DIR/log)"
 }
 
-stop_pid_file() {
-  local file=$1 pid
-  [ -f "$file" ] || return 0
-  pid=$(cat "$file")
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  kill -9 "$pid" 2>/dev/null || true
+# Stops the daemons of the given pid files together: TERM, up to 15 s, then KILL.
+stop_pid_files() {
+  local pids=() pid
+  for file in "$@"; do
+    [ -f "$file" ] && pids+=("$(cat "$file")")
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 30); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || return 0
+    sleep 0.5
+  done
+  kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 stop() {
@@ -124,9 +132,7 @@ stop() {
   if running slurmctld && [ -f "$CONF" ]; then
     SLURM_CONF=$CONF scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
   fi
-  stop_pid_file "$DIR/slurmd.pid"
-  stop_pid_file "$DIR/slurmctld.pid"
-  stop_pid_file "$DIR/munge/munged.pid"
+  stop_pid_files "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"
   rm -rf "$DIR"
 }
 
