@@ -1,0 +1,151 @@
+"""`make server` on a real PostgreSQL, fed over HTTP by a joblib sweep of 2 workers and a SLURM
+sweep, and read back by analyze.py: every run FINISHED, none lost, none duplicated.
+
+Uses the server that `IRREPRO_POSTGRES_URI` points at (`.ci/run` starts one with
+scripts/postgres.sh), in a database of its own, else starts a throwaway one with that script.
+"""
+
+import csv
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.cli import ROOT, free_port, run_script, train, wait_for_http
+from tests.test_services import start, stop
+from tests.test_slurm import slurm, slurm_args  # noqa: F401  (slurm: a fixture)
+
+POSTGRES_SCRIPT = ROOT / "scripts" / "postgres.sh"
+
+
+def why_no_postgres():
+    """Why no PostgreSQL server can be had here, or None."""
+    if os.environ.get("IRREPRO_POSTGRES_URI"):
+        return None
+    if not (shutil.which("pg_ctl") or glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
+        return "no PostgreSQL here: its server programs (pg_ctl, initdb) are not installed"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "no PostgreSQL here: as root it needs the `postgres` user to run the server"
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """The URI of a running PostgreSQL server (its maintenance database)."""
+    reason = why_no_postgres()
+    if reason:
+        pytest.skip(reason)
+    if os.environ.get("IRREPRO_POSTGRES_URI"):
+        yield os.environ["IRREPRO_POSTGRES_URI"]
+        return
+    # Not under pytest's private tmp dir: the server runs as `postgres`, which must reach it.
+    state = Path(tempfile.gettempdir()) / f"irrepro-postgres-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "IRREPRO_POSTGRES_DIR": str(state), "IRREPRO_NO_INSTALL": "1"}
+    try:
+        started = subprocess.run([str(POSTGRES_SCRIPT), "start"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        exports = dict(line.removeprefix("export ").split("=", 1)
+                       for line in started.stdout.splitlines() if line.startswith("export "))
+        if started.returncode != 0 or "IRREPRO_POSTGRES_URI" not in exports:
+            pytest.skip(f"no PostgreSQL here: {POSTGRES_SCRIPT.name} start failed: "
+                        f"{started.stderr.strip().splitlines()[-1:]}")
+        yield exports["IRREPRO_POSTGRES_URI"]
+    finally:
+        subprocess.run([str(POSTGRES_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory):
+    """`make server DB_URI=postgresql://…` on a fresh database: its URL and a work dir."""
+    import psycopg
+
+    database = f"irrepro_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {database}")
+    db_uri = urlunsplit(urlsplit(postgres)._replace(path=f"/{database}"))
+    cwd = tmp_path_factory.mktemp("postgres")
+    port = free_port()
+    process = start(["make", "-s", "-C", str(ROOT), "server", f"DB_URI={db_uri}",
+                     f"PORT={port}", "WORKERS=2", f"ARTIFACTS={cwd}/artifacts"], cwd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/health", timeout=180)
+        yield url, cwd
+    finally:
+        stop(process)
+        with psycopg.connect(postgres, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE {database} WITH (FORCE)")
+
+
+def sweep_over_http(server, launcher_args, seeds):
+    """A sweep of two activations x `seeds` sent to the server; then all runs of the study."""
+    from mlflow.tracking import MlflowClient
+
+    url, cwd = server
+    train(["-m", *launcher_args, "activation=relu,smelu", f"seed={seeds}",
+           f"tracking.uri={url}", "tracking.experiment=postgres"], cwd, timeout=300)
+    mlflow_client = MlflowClient(tracking_uri=url)
+    experiment = mlflow_client.get_experiment_by_name("postgres").experiment_id
+    return mlflow_client.search_runs([experiment], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def parallel_sweep(server):
+    return sweep_over_http(
+        server, ["hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"], "0,1")
+
+
+@pytest.fixture(scope="module")
+def slurm_sweep(server, slurm):  # noqa: F811
+    return sweep_over_http(server, slurm_args(f"irrepro-test-{uuid.uuid4().hex[:8]}"), "2,3")
+
+
+def assert_complete(everything, seeds):
+    """Every run FINISHED, each (activation, seed) trained once (none duplicated), and the
+    sweep's seeds all there (none lost), under one parent."""
+    assert {r.info.status for r in everything} == {"FINISHED"}
+    trained = [r for r in everything if "seed" in r.data.tags]
+    keys = Counter((r.data.params["activation.name"], int(r.data.tags["seed"])) for r in trained)
+    assert set(keys.values()) == {1}
+    swept = [r for r in trained if int(r.data.tags["seed"]) in seeds]
+    assert sorted((r.data.params["activation.name"], int(r.data.tags["seed"])) for r in swept) == [
+        (activation, seed) for activation in ("relu", "smelu") for seed in seeds]
+    assert len({r.data.tags["mlflow.parentRunId"] for r in swept}) == 1
+
+
+def test_a_parallel_sweep_of_two_workers_over_http_loses_nothing(parallel_sweep):
+    assert_complete(parallel_sweep, [0, 1])
+
+
+def test_a_slurm_sweep_over_http_loses_nothing(slurm_sweep):
+    assert_complete(slurm_sweep, [2, 3])
+
+
+def test_the_analysis_reads_every_run_back_over_http(server, parallel_sweep, request):
+    from mlflow.tracking import MlflowClient
+
+    try:
+        request.getfixturevalue("slurm_sweep")  # its runs too, where SLURM is here
+    except pytest.skip.Exception:
+        pass
+    url, cwd = server
+    run_script("analyze.py", ["--tracking-uri", url, "--experiment", "postgres", "--reports",
+                              str(cwd / "rep"), "--figures", str(cwd / "fig")], cwd)
+    with open(cwd / "rep" / "postgres" / "summary.csv") as handle:
+        summary = {row["activation.name"]: int(row["n_runs"]) for row in csv.DictReader(handle)}
+    experiment = MlflowClient(tracking_uri=url).get_experiment_by_name("postgres")
+    trained = [r for r in MlflowClient(tracking_uri=url).search_runs([experiment.experiment_id])
+               if "seed" in r.data.tags]
+    assert summary == Counter(r.data.params["activation.name"] for r in trained)
+    assert set(summary) == {"relu", "smelu"} and min(summary.values()) >= 2
