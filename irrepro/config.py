@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from irrepro.schedule import checkpoint_steps
 
 DATA_KINDS = ("linear", "quadratic", "table", "sklearn")
 SYNTHETIC_DATA = ("linear", "quadratic")
@@ -180,6 +183,15 @@ def _validate_options(config: Config) -> None:
         raise ConfigError(f"data.test_fraction={data.test_fraction!r} must be < 1")
     if data.features is not None and not data.features:
         raise ConfigError("data.features=[] must name at least one column (or be null)")
+    train = config.train
+    if data.name in SYNTHETIC_DATA:  # real data: checked once the table's size is known
+        steps = math.ceil(data.n_train / train.batch_size) * train.passes
+        try:
+            checkpoint_steps(train.checkpoints, steps)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    elif train.checkpoints == 1:
+        raise ConfigError("train.checkpoints=1 must be 0 or at least 2")
     if model.name == "module" and not model.target:
         raise ConfigError("model.target is required for model=module (PKG.MOD.FACTORY)")
     reserved = sorted({"in_features", "out_features", "activation"} & set(model.kwargs))

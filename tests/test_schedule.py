@@ -121,3 +121,13 @@ def test_the_last_tenth_is_measured_in_learning_rate_time():
     assert convergence_step(1000, "cosine") == pytest.approx(596, abs=2)
     assert convergence_step(1000, "linear") == pytest.approx(684, abs=2)
     assert convergence_step(1, "cosine") == 0
+
+
+@pytest.mark.parametrize("count", [1, 34])
+def test_impossible_checkpoints_fail_before_training_naming_the_key(count):
+    from irrepro.config import ConfigError
+    from tests.conftest import make_config
+
+    with pytest.raises(ConfigError, match=f"train.checkpoints={count} must be 0 or between 2"):
+        make_config(**{"train.checkpoints": count})  # 16 batches x 2 passes: 33 steps at most
+    assert make_config(**{"train.checkpoints": 33}).train.checkpoints == 33
