@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import tempfile
 from collections import Counter
@@ -16,9 +17,10 @@ import pandas as pd
 
 from irrepro import metrics
 from irrepro.config import Config, flatten, run_params, to_config
-from irrepro.data import make_dataset
-from irrepro.models import parameter_count
+from irrepro.data import Dataset, make_dataset
+from irrepro.modules import ModuleError
 from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
+from irrepro.training import model_for
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ class Selection:
 
 @dataclass
 class Group:
-    """Runs that differ only in seed, with their predictions stacked as [runs, examples].
+    """Runs that differ only in seed, with their predictions stacked as [runs, examples] (binary
+    labels) or [runs, examples, classes].
 
     `checkpoints` holds the checkpoint steps [C] and predictions [runs, C, examples] when
     every run stored the same checkpoints, else None.
@@ -104,30 +107,26 @@ def _local_path(artifact_uri: str) -> Path | None:
 
 def _load_one(tracking_uri: str, run: Any) -> Artifacts | None:
     """A run's artifacts (None without predictions), read in place when the artifact store is
-    a local folder, else downloaded."""
+    a local folder, else downloaded (those the run has)."""
     local = _local_path(run.info.artifact_uri)
     if local is not None:
         return _read_artifacts(run, local)
-    with tempfile.TemporaryDirectory() as folder:
-        for name in (PREDICTIONS, CHECKPOINTS):
-            _download(tracking_uri, run, name, folder)
-        return _read_artifacts(run, Path(folder))
-
-
-def _download(tracking_uri: str, run: Any, name: str, folder: str) -> None:
-    """Fetch one artifact of a run into `folder`; a missing one is left missing."""
     import mlflow
 
-    try:
-        mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path=name, tracking_uri=tracking_uri,
-            dst_path=folder,
-        )
-    except Exception as error:  # MLflow reports a missing file in several ways
-        if not any(word in str(error).lower() for word in ("not found", "no such", "404")):
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            present = {item.path for item in mlflow.artifacts.list_artifacts(
+                run_id=run.info.run_id, tracking_uri=tracking_uri)}
+            for name in present & {PREDICTIONS, CHECKPOINTS}:
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=name, tracking_uri=tracking_uri,
+                    dst_path=folder,
+                )
+        except Exception as error:  # MLflow raises several types for a failed transfer
             raise AnalysisError(
-                f"run {run.info.run_id}: cannot download {name}: {error}"
+                f"run {run.info.run_id}: cannot download its artifacts: {error}"
             ) from error
+        return _read_artifacts(run, Path(folder))
 
 
 def _read_artifacts(run: Any, folder: Path) -> Artifacts | None:
@@ -147,9 +146,9 @@ def _read(run: Any, path: str | Path) -> np.ndarray:
         raise AnalysisError(
             f"run {run.info.run_id}: {PREDICTIONS} is unreadable ({error})"
         ) from error
-    if predictions.ndim != 1 or not np.isfinite(predictions).all():
+    if predictions.ndim not in (1, 2) or not np.isfinite(predictions).all():
         raise AnalysisError(
-            f"run {run.info.run_id}: {PREDICTIONS} is not a finite 1-d array"
+            f"run {run.info.run_id}: {PREDICTIONS} is not a finite [N] or [N, C] array"
         )
     return predictions
 
@@ -176,15 +175,25 @@ def load_artifacts(tracker: Tracker, runs: list[Any], workers: int = 16) -> list
 
 
 def config_of(run: Any) -> Config:
-    """The typed config a run was trained with, rebuilt from its params."""
+    """The typed config a run was trained with, rebuilt from its params (logged as the str()
+    of each value: None, lists and the numbers in `model.kwargs` are read back as Python
+    literals)."""
     nested: dict[str, Any] = {}
     for key, value in run.data.params.items():
         node = nested
         *parents, leaf = key.split(".")
         for parent in parents:
             node = node.setdefault(parent, {})
-        node[leaf] = value
+        node[leaf] = _literal(value)
     return to_config(nested)
+
+
+def _literal(text: str) -> Any:
+    """A param's value: the Python literal it spells, else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
 
 
 def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
@@ -245,13 +254,32 @@ def _group_columns(group: Group) -> dict[str, Any]:
     params = run_params(group.config)
     params.pop("seed")
     columns = {"group_key": group.key, **flatten(params)}
-    columns["n_params"] = parameter_count(group.config.model, group.config.data.dim)
+    columns["n_params"] = parameter_count(group.config, make_dataset(group.config.data))
     columns["n_runs"] = len(group.run_ids)
     return columns
 
 
+def parameter_count(config: Config, dataset: Dataset) -> float:
+    """Trainable parameters of one model of `config` on `dataset`, counted on the model itself
+    (a user's module as its factory builds it); NaN, with a warning, where the factory cannot
+    be imported here."""
+    try:
+        model = model_for(config, [config.seed], dataset)
+    except ModuleError as error:
+        log.warning("no parameter count: %s", error)
+        return np.nan
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def has_teacher(group: Group) -> bool:
+    """Whether the group's data come from a known teacher (synthetic data): then excess loss
+    is defined."""
+    return make_dataset(group.config.data).p_test is not None
+
+
 def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
-    """One summary row: the group's config, its disagreement with a CI, its run metrics."""
+    """One summary row: the group's config, its disagreement with a CI, its run metrics (those
+    the runs have: no excess log loss without a teacher)."""
     row = _group_columns(group)
     if len(group.run_ids) >= 2:
         row.update(metrics.disagreement(group.predictions))
@@ -265,32 +293,38 @@ def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
         if name == "converged":  # every run met the rule; unknown for runs that predate it
             row["converged"] = bool(values.all()) if np.isfinite(values).all() else np.nan
             continue
+        if np.isnan(values).all():  # excess log loss without a teacher
+            continue
         row[f"{name}_mean"] = float(np.mean(values))
         row[f"{name}_std"] = float(np.std(values))
     return row
 
 
 def by_step_rows(group: Group, n_boot: int = 200) -> list[dict[str, Any]]:
-    """Disagreement and run quality at each checkpoint of a group of 2 runs or more."""
+    """Disagreement and run quality at each checkpoint of a group of 2 runs or more; the
+    excess log loss only where there is a teacher."""
     if group.checkpoints is None or len(group.run_ids) < 2:
         return []
     labels = _group_columns(group)
     dataset = make_dataset(group.config.data)
-    teacher_loss = metrics.log_loss(dataset.p_test, dataset.y_test)
     steps, history = group.checkpoints
     rows = []
     for index, step in enumerate(steps):
         P = history[:, index]
         low, high = metrics.bootstrap_ci(P, metrics.pd_l1, n_boot=n_boot)
-        excess = np.array([metrics.log_loss(p, dataset.y_test) for p in P]) - teacher_loss
+        loss = np.array([metrics.log_loss(p, dataset.y_test) for p in P])
         accuracy = np.array([metrics.accuracy(p, dataset.y_test) for p in P])
-        rows.append({
+        row = {
             **labels, "step": int(step), "pd": metrics.pd_l1(P), "pd_low": low, "pd_high": high,
             "pd_relative": metrics.pd_relative(P), "churn": metrics.churn(P),
-            "excess_log_loss_mean": float(excess.mean()),
-            "excess_log_loss_std": float(excess.std()),
-            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
-        })
+            "log_loss_mean": float(loss.mean()), "log_loss_std": float(loss.std()),
+        }
+        if dataset.p_test is not None:
+            excess = loss - metrics.log_loss(dataset.p_test, dataset.y_test)
+            row["excess_log_loss_mean"] = float(excess.mean())
+            row["excess_log_loss_std"] = float(excess.std())
+        row["accuracy_mean"], row["accuracy_std"] = float(accuracy.mean()), float(accuracy.std())
+        rows.append(row)
     return rows
 
 
@@ -303,9 +337,17 @@ def ensemble_rows(group: Group) -> list[dict[str, Any]]:
     return [{**labels, **row} for row in metrics.ensemble_disagreement(group.predictions, y_test)]
 
 
-def per_example(group: Group) -> tuple[np.ndarray, np.ndarray]:
-    """Each test example's teacher probability and its PD across the group's runs."""
-    return make_dataset(group.config.data).p_test, metrics.per_example_pd(group.predictions)
+def per_example(group: Group, basis: str = "teacher") -> tuple[np.ndarray, np.ndarray]:
+    """Each test example's PD across the group's runs, with what the examples are binned by:
+    the teacher's probability p*(x) (basis "teacher", synthetic data) or the runs' mean
+    confidence (basis "confidence": the mean over runs of the top class probability, or of p
+    for binary labels)."""
+    pd_x = metrics.per_example_pd(group.predictions)
+    if basis == "teacher":
+        return make_dataset(group.config.data).p_test, pd_x
+    P = group.predictions
+    top = P.max(axis=2) if P.ndim == 3 else P
+    return top.mean(axis=0, dtype=np.float64), pd_x
 
 
 def summary_frame(groups: list[Group]) -> pd.DataFrame:
