@@ -121,6 +121,16 @@ def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[np.isfinite(frame["pd"])]
 
 
+def _quality(frame: pd.DataFrame) -> str:
+    """The loss a figure draws: excess log loss where there is a teacher, else log loss."""
+    excess = "excess_log_loss_mean"
+    return "excess_log_loss" if excess in frame and frame[excess].notna().any() else "log_loss"
+
+
+def _loss_label(quality: str) -> str:
+    return quality.replace("_", " ")
+
+
 def _title(study: str, text: str) -> str:
     return f"{study}: {text}" if study else text
 
@@ -346,7 +356,8 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
 
 
 def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD (95% CI band) and excess log loss (+-1 std band) against parameter count (log x).
+    """PD (95% CI band) and excess log loss (log loss where there is no teacher; +-1 std
+    band) against parameter count (log x).
 
     One line per varying config other than those that set the size (`SIZE_KEYS`), except
     that depth keeps lines of its own when the width varies as well.
@@ -355,22 +366,23 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     data = _with_pd(summary)
     if data["n_params"].nunique() < 2:
         return None
+    quality = _quality(data)
     data = data.assign(
-        loss_low=data["excess_log_loss_mean"] - data["excess_log_loss_std"],
-        loss_high=data["excess_log_loss_mean"] + data["excess_log_loss_std"],
+        loss_low=data[f"{quality}_mean"] - data[f"{quality}_std"],
+        loss_high=data[f"{quality}_mean"] + data[f"{quality}_std"],
     )
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
     panel_keys, line_keys = _panels(data, keys)
-    title = _title(study, "PD and excess log loss by model size")
+    title = _title(study, f"PD and {_loss_label(quality)} by model size")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"))
-            _lines(lower, rows, line_keys, "n_params", "excess_log_loss_mean",
+            _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
                    band=("loss_low", "loss_high"))
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
-            lower.set_ylabel("excess log loss (nats)")
+            lower.set_ylabel(f"{_loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
@@ -381,9 +393,9 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
 
 def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | Path, *,
                      study: str = "") -> Path | None:
-    """PD (95% CI band) and excess log loss against the training step (symlog x: step 0 is
-    the initialization), one line per group, in panels by study factor. Groups that did not
-    converge are hollow."""
+    """PD (95% CI band) and excess log loss (log loss where there is no teacher) against the
+    training step (symlog x: step 0 is the initialization), one line per group, in panels by
+    study factor. Groups that did not converge are hollow."""
     if by_step is None or by_step.empty:
         return None
     status = summary.set_index("group_key")["converged"] if "converged" in summary else None
@@ -392,15 +404,16 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     groups = data.drop_duplicates("group_key")
     keys = varying(groups, exclude=("step",))
     panel_keys, line_keys = _panels(groups, keys)
-    loss = "excess_log_loss_mean" if data["excess_log_loss_mean"].notna().any() else None
-    title = _title(study, "PD and excess log loss over training")
+    quality = _quality(data)
+    loss = f"{quality}_mean" if f"{quality}_mean" in data else None
+    title = _title(study, f"PD and {_loss_label(quality)} over training")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"))
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
             if loss:
                 _lines(lower, rows, line_keys, "step", loss)
-                lower.set_ylabel("excess log loss (nats)")
+                lower.set_ylabel(f"{_loss_label(quality)} (nats)")
                 positive = (data[loss] > 0).all()
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
             for ax in (upper, lower):
@@ -417,12 +430,11 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     data = _with_pd(summary)
     if len(data) < 2:
         return None
-    quality = "excess_log_loss_mean"
-    if quality not in data or data[quality].isna().all():
-        quality = "log_loss_mean"
+    quality = f"{_quality(data)}_mean"
     activations = _levels(data["activation.name"])
     models = _levels(data["model.name"])
-    with _figure(path, _title(study, "PD vs excess log loss")) as (fig, (ax,)):
+    title = f"PD vs {_loss_label(quality.removesuffix('_mean'))}"
+    with _figure(path, _title(study, title)) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
             colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
@@ -441,11 +453,22 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     return Path(path)
 
 
+# What the per-example figure bins examples by (see analysis.per_example): title, x label.
+PER_EXAMPLE_BASES = {
+    "teacher": ("PD by teacher probability", r"teacher probability $p^*(x)$"),
+    "confidence": ("PD by the runs' mean confidence (no teacher)",
+                   "mean confidence of the runs (top class probability, or p for binary "
+                   "labels, averaged over runs)"),
+}
+
+
 def pd_by_teacher_probability(
     summary: pd.DataFrame, per_example: dict[str, tuple[np.ndarray, np.ndarray]],
-    path: str | Path, *, study: str = "", bins: int = 20,
+    path: str | Path, *, study: str = "", bins: int = 20, basis: str = "teacher",
 ) -> Path | None:
-    """Mean per-example PD in `bins` bins of the teacher's probability p*(x), one line per group.
+    """Mean per-example PD in `bins` bins of the teacher's probability p*(x) (basis "teacher"),
+    or of the runs' mean confidence where there is no teacher (basis "confidence"), one line
+    per group.
 
     Keeps the TOP_GROUPS groups of highest overall PD, and says so in the title.
     """
@@ -453,8 +476,8 @@ def pd_by_teacher_probability(
     data = data[data["group_key"].isin(list(per_example))]
     if data.empty:
         return None
-    data, title = _keep_top(data, data.set_index("group_key")["pd"],
-                            "PD by teacher probability")
+    heading, x_label = PER_EXAMPLE_BASES[basis]
+    data, title = _keep_top(data, data.set_index("group_key")["pd"], heading)
     keys = varying(data)
     edges = np.linspace(0, 1, bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
@@ -469,7 +492,7 @@ def pd_by_teacher_probability(
             means.append(mean)
             ax.plot(centers, mean, marker="o", markersize=3, label=label(row, keys), **_style(i))
         ax.set_xlim(0, 1)
-        ax.set_xlabel(r"teacher probability $p^*(x)$")
+        ax.set_xlabel(x_label)
         values = pd.Series(np.concatenate(means))
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], values[np.isfinite(values)]))
         _legend(fig, ax)
@@ -504,8 +527,11 @@ def draw_all(
     summary: pd.DataFrame, ensembles: pd.DataFrame | None,
     per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
     out_dir: str | Path, study: str, by_step: pd.DataFrame | None = None,
+    per_example_basis: str = "teacher",
 ) -> list[Path]:
-    """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written."""
+    """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written.
+    `per_example_basis` says what the per-example values are binned by (see
+    `pd_by_teacher_probability`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -515,7 +541,7 @@ def draw_all(
         "pd_over_training": lambda p: pd_over_training(by_step, summary, p, study=study),
         "tradeoff": lambda p: tradeoff(summary, p, study=study),
         "pd_by_teacher_probability": lambda p: pd_by_teacher_probability(
-            summary, per_example or {}, p, study=study),
+            summary, per_example or {}, p, study=study, basis=per_example_basis),
         "ensemble_pd": lambda p: None if ensembles is None else ensemble_pd(
             ensembles, p, study=study),
     }

@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 
 from irrepro import tracking
 from irrepro.config import Config, ConfigError, to_config
-from irrepro.job import JobSummary, run_job
+from irrepro.data import DataError
+from irrepro.job import JobSummary, prepare_job, run_job
+from irrepro.modules import ModuleError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,12 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     """
     try:
         typed = to_config(config)
+        prepare_job(typed)  # bad data or a bad module: answered before MLflow is opened
         hydra_config = HydraConfig.get()
         tracker = tracker_for(typed, hydra_config.runtime.cwd)
         if hydra_config.mode != RunMode.MULTIRUN:
             tracker.end_stale_runs()
-    except (ConfigError, tracking.TrackingError) as error:
+    except (ConfigError, DataError, ModuleError, tracking.TrackingError) as error:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

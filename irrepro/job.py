@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import os
 import signal
@@ -17,12 +18,15 @@ import yaml
 
 from irrepro import tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
-from irrepro.data import make_dataset
+from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import run_metrics
 from irrepro.schedule import converged
-from irrepro.training import ReplicaResult, train_replicas
+from irrepro.training import ReplicaResult, check_trainable, train_replicas
 
 log = logging.getLogger(__name__)
+# The label values in class-index order: index i of a prediction row is classes[i]; for two
+# classes, the probability is that of classes[1].
+CLASSES_FILE = "classes.json"
 
 
 @dataclass
@@ -54,11 +58,20 @@ def run_name(config: Config) -> str:
     )
 
 
+def prepare_job(config: Config) -> Dataset:
+    """The job's data, once they and its model are known to work: bad data (DataError), a
+    module that does not load, build or batch (ModuleError) or checkpoints the steps cannot
+    hold (ConfigError) fail here, before any run starts."""
+    dataset = make_dataset(config.data)
+    check_trainable(config, dataset)
+    return dataset
+
+
 def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
     """Train and log every seed of `config` (`job_seeds`) not yet FINISHED."""
     group = group_key(config)
     summary = JobSummary(group)
-    dataset = make_dataset(config.data)
+    dataset = prepare_job(config)
     seeds = job_seeds(config)
     done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
@@ -152,19 +165,23 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
             metrics["train_log_loss"] = result.train_loss
             metrics["loss_change_last_tenth"] = result.loss_change
             metrics["converged"] = float(converged(result.loss_change))
-            tracker.log_finished(
-                run_id, flatten(params), metrics, result.curve, artifact_files(result, params)
-            )
+            files = artifact_files(result, params, dataset.classes)
+            tracker.log_finished(run_id, flatten(params), metrics, result.curve, files)
             summary.finished[result.seed] = run_id
         del open_runs[result.seed]
 
 
-def artifact_files(result: ReplicaResult, params: dict) -> dict[str, bytes]:
-    """A finished run's artifacts: test predictions, resolved config, and checkpoints."""
+def artifact_files(
+    result: ReplicaResult, params: dict, classes: tuple | None = None
+) -> dict[str, bytes]:
+    """A finished run's artifacts: test predictions (float32 [N] or [N, C]), resolved config,
+    the class mapping, and checkpoints."""
     files = {
         tracking.PREDICTIONS: _npy(result.predictions),
         tracking.CONFIG_FILE: yaml.safe_dump(params, sort_keys=False).encode(),
     }
+    if classes is not None:
+        files[CLASSES_FILE] = json.dumps({"classes": list(classes)}).encode()
     if result.checkpoints is not None:
         buffer = io.BytesIO()
         np.savez(buffer, steps=result.checkpoint_steps.astype(np.int64),

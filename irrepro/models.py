@@ -39,9 +39,10 @@ def encode_inputs(config: ModelConfig, x: np.ndarray) -> torch.Tensor:
 
 
 def init_parameters(
-    config: ModelConfig, dim: int, generator: torch.Generator
+    config: ModelConfig, dim: int, generator: torch.Generator, outputs: int = 1
 ) -> dict[str, torch.Tensor]:
-    """One network's parameters, drawn in a fixed order from `generator`.
+    """One network's parameters for `dim` inputs and `outputs` logits (1 for binary labels, C
+    for C classes), drawn in a fixed order from `generator`.
 
     Dense weights and biases are uniform in +-1/sqrt(fan_in) (PyTorch's default scale);
     embedding rows are standard normal.
@@ -52,19 +53,13 @@ def init_parameters(
         rows = dim * config.buckets
         params["embedding"] = torch.randn(rows, config.embedding_dim, generator=generator)
         fan_in = dim * config.embedding_dim
-    for layer, width in enumerate([*hidden_widths(config), 1]):
+    for layer, width in enumerate([*hidden_widths(config), outputs]):
         bound = 1 / math.sqrt(fan_in)
         for name, shape in ((f"weight{layer}", (fan_in, width)), (f"bias{layer}", (1, width))):
             uniform = torch.rand(shape, generator=generator)
             params[name] = (2 * uniform - 1) * bound
         fan_in = width
     return params
-
-
-def parameter_count(config: ModelConfig, dim: int) -> int:
-    """Trainable parameters of one network."""
-    shapes = init_parameters(config, dim, torch.Generator().manual_seed(0)).values()
-    return sum(tensor.numel() for tensor in shapes)
 
 
 def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator) -> None:
@@ -136,7 +131,8 @@ def _affine(bias: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> t
 
 
 class StackedNet(torch.nn.Module):
-    """K networks of one architecture; input [K, B, ...], output logits [K, B].
+    """K networks of one architecture; input [K, B, ...], output logits [K, B] (one output)
+    or [K, B, C] (C outputs).
 
     B must be a multiple of ROW_ALIGNMENT (see `pad_rows`): then replica i computes bit for bit
     what it computes alone or at any other position of any stack.
@@ -166,15 +162,44 @@ class StackedNet(torch.nn.Module):
         for layer in range(self.layers - 1):
             weight, bias = self.params[f"weight{layer}"], self.params[f"bias{layer}"]
             hidden = self.activation(_affine(bias, hidden, weight))
-        # The single-output layer as a product and a row sum: no matrix-vector kernel.
         last = self.layers - 1
         weight, bias = self.params[f"weight{last}"], self.params[f"bias{last}"]
+        if weight.shape[2] > 1:  # C outputs: a layer like the hidden ones
+            return _affine(bias, hidden, weight)
+        # The single-output layer as a product and a row sum: no matrix-vector kernel.
         return (hidden * weight.transpose(1, 2)).sum(dim=-1) + bias.squeeze(-1)
 
 
+def scores(logits: torch.Tensor) -> torch.Tensor:
+    """A stacked model's logits as [K, B] (binary: one logit per example, [K, B, 1] squeezed)
+    or [K, B, C] (C classes)."""
+    return logits.squeeze(-1) if logits.dim() == 3 and logits.shape[-1] == 1 else logits
+
+
+def stacked_loss(logits: torch.Tensor, labels: torch.Tensor, rows: int) -> torch.Tensor:
+    """Each replica's mean loss over its first `rows` examples, [K]: binary cross-entropy on
+    logits [K, B] with labels 0/1, cross-entropy on logits [K, B, C] with class indices."""
+    logits = scores(logits)
+    if logits.dim() == 2:
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    else:
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        losses = losses.view(labels.shape)
+    return losses[:, :rows].mean(dim=1)
+
+
 @torch.no_grad()
-def predict_probabilities(model: StackedNet, inputs: torch.Tensor) -> np.ndarray:
-    """Each replica's probability of label 1 on the same inputs [N, ...], as float32 [K, N]."""
+def predict_probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    """Each replica's predictions on the same inputs [N, ...]: the probability of label 1 as
+    float32 [K, N] (binary), or class probabilities as float32 [K, N, C] (rows sum to 1).
+    Modules predict in eval mode (batch norm uses its running statistics, dropout is off)."""
     padded = pad_rows(inputs, dim=0)
     stacked = padded.unsqueeze(0).repeat(model.replicas, *[1] * inputs.dim())
-    return torch.sigmoid(model(stacked))[:, :inputs.shape[0]].contiguous().cpu().numpy()
+    training = model.training
+    model.eval()
+    try:
+        logits = scores(model(stacked))
+    finally:
+        model.train(training)
+    probabilities = torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, -1)
+    return probabilities[:, :inputs.shape[0]].contiguous().cpu().numpy()

@@ -39,7 +39,9 @@ def analyze(
     summary = analysis.summary_frame(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
     by_step = pd.DataFrame([row for group in groups for row in analysis.by_step_rows(group)])
-    per_example = {g.key: analysis.per_example(g) for g in groups if len(g.run_ids) >= 2}
+    # Without a teacher for every group, examples are binned by the runs' mean confidence.
+    basis = "teacher" if all(analysis.has_teacher(g) for g in groups) else "confidence"
+    per_example = {g.key: analysis.per_example(g, basis) for g in groups if len(g.run_ids) >= 2}
     reports = reports_dir / study
     reports.mkdir(parents=True, exist_ok=True)
     summary.to_csv(reports / "summary.csv", index=False)
@@ -53,7 +55,7 @@ def analyze(
     for stale in (figures_dir / study).glob("*.png"):
         stale.unlink()
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
-                             by_step=by_step)
+                             by_step=by_step, per_example_basis=basis)
     if log_run:
         _log_analysis_run(tracker, study, reports, figures_dir / study, len(groups), selection)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)
@@ -78,7 +80,8 @@ def _log_analysis_run(tracker, study, reports, figure_folder, n_groups, selectio
 
 def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """The columns people read: config values that vary within the study, then runs, PD with
-    its 95% interval, relative PD, churn, excess loss and accuracy, and convergence."""
+    its 95% interval, relative PD, churn, excess loss (log loss without a teacher) and
+    accuracy, and convergence."""
     table = summary[figures.varying(summary)].copy()
     table["runs"] = summary["n_runs"]
     table["PD [95% CI]"] = [

@@ -1,4 +1,5 @@
-"""The training engine: K replicas (one per seed) trained together as one stacked model."""
+"""The training engine: K replicas (one per seed) trained together as one stacked model, a
+built-in network (`StackedNet`) or a user's module stacked K times (`StackedModules`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from irrepro.activations import get_activation
-from irrepro.config import Config, OptimizerConfig
+from irrepro.config import Config, ConfigError, OptimizerConfig
 from irrepro.data import Dataset
 from irrepro.metrics import log_loss
 from irrepro.models import (
@@ -22,6 +22,13 @@ from irrepro.models import (
     pad_rows,
     perturb_one_weight,
     predict_probabilities,
+    stacked_loss,
+)
+from irrepro.modules import (
+    StackedModules,
+    build_module,
+    output_features,
+    perturb_one_parameter,
 )
 from irrepro.schedule import checkpoint_steps, convergence_step, loss_change, lr_factor
 from irrepro.seeds import numpy_generator, torch_generator
@@ -30,7 +37,8 @@ from irrepro.shuffle import shuffle_order
 
 @dataclass
 class ReplicaResult:
-    """What one replica (one seed) produced: test predictions or the reason it failed.
+    """What one replica (one seed) produced: test predictions (float32 [N] for binary labels,
+    [N, C] for C classes) or the reason it failed.
 
     `checkpoints` holds the test predictions at `checkpoint_steps` (rows in step order, the
     last row equal to `predictions`), when checkpoints were asked for. `train_loss` is its
@@ -56,18 +64,56 @@ def make_deterministic(threads: int) -> None:
     torch.manual_seed(0)
 
 
-def build_model(config: Config, seeds: list[int]) -> StackedNet:
-    """One replica per seed, each initialized from its own generator, stacked."""
+def build_model(
+    config: Config, seeds: list[int], features: int | None = None, outputs: int = 1
+) -> StackedNet | StackedModules:
+    """One replica per seed for `features` inputs (default `data.dim`) and `outputs` logits,
+    each initialized from its own init stream (and perturbed by its perturb stream), stacked.
+
+    A user's module (model=module) is stacked with `StackedModules` under torch.vmap; one that
+    vmap cannot batch raises ModuleError.
+    """
     mode = config.randomness.name
+    features = config.data.dim if features is None else features
+    if config.model.name == "module":
+        modules = []
+        for seed in seeds:
+            module = build_module(config.model, features, outputs, config.activation,
+                                  torch_generator("init", seed, mode))
+            if mode == "perturb":
+                perturb_one_parameter(module, numpy_generator("perturb", seed, mode))
+            modules.append(module)
+        return StackedModules(modules)
     replicas = []
     for seed in seeds:
         params = init_parameters(
-            config.model, config.data.dim, torch_generator("init", seed, mode)
+            config.model, features, torch_generator("init", seed, mode), outputs
         )
         if mode == "perturb":
             perturb_one_weight(params, numpy_generator("perturb", seed, mode))
         replicas.append(params)
     return StackedNet(replicas, get_activation(config.activation))
+
+
+def model_for(config: Config, seeds: list[int], dataset: Dataset) -> StackedNet | StackedModules:
+    """`build_model` for the inputs and classes of `dataset`."""
+    return build_model(config, seeds, dataset.x_train.shape[1],
+                       output_features(dataset.n_classes))
+
+
+def check_trainable(config: Config, dataset: Dataset) -> None:
+    """Raise before any training what would fail in it: a module that does not build, or that
+    vmap cannot batch (ModuleError), or checkpoints that the run's steps cannot hold
+    (ConfigError)."""
+    try:
+        checkpoint_steps(config.train.checkpoints, total_steps(config, len(dataset.y_train)))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.model.name == "module":
+        model = model_for(config, [config.seed] * 2, dataset)
+        inputs = encode_inputs(config.model, dataset.x_train[:1])
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(pad_rows(inputs, dim=0).expand(2, -1, -1))
 
 
 def make_optimizer(
@@ -83,13 +129,14 @@ def make_optimizer(
     return optimizer, schedule
 
 
-def total_steps(config: Config) -> int:
-    """Updates in a run: batches per pass (the last one may be partial) times passes."""
-    return math.ceil(config.data.n_train / config.train.batch_size) * config.train.passes
+def total_steps(config: Config, n_train: int | None = None) -> int:
+    """Updates in a run over `n_train` examples (default `data.n_train`): batches per pass
+    (the last one may be partial) times passes."""
+    n_train = config.data.n_train if n_train is None else n_train
+    return math.ceil(n_train / config.train.batch_size) * config.train.passes
 
 
-def _epoch_orders(config: Config, generators: list[np.random.Generator]) -> torch.Tensor:
-    n = config.data.n_train
+def _epoch_orders(config: Config, n: int, generators: list[np.random.Generator]) -> torch.Tensor:
     window = config.randomness.window
     return torch.from_numpy(np.stack([shuffle_order(n, window, rng) for rng in generators]))
 
@@ -100,9 +147,9 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     device = torch.device(config.train.device)
     mode = config.randomness.name
     results = [ReplicaResult(seed) for seed in seeds]
-    steps = total_steps(config)
+    steps = total_steps(config, len(dataset.y_train))
     wanted = checkpoint_steps(config.train.checkpoints, steps)
-    model = build_model(config, seeds).to(device)
+    model = model_for(config, seeds, dataset).to(device)
     optimizer, schedule = make_optimizer(config.optimizer, model.parameters(), steps)
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
     y_train = torch.from_numpy(dataset.y_train).to(device)
@@ -135,7 +182,8 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
 
 
 def _train_losses(model, x_train, y_train) -> list[float]:
-    """Each replica's log loss on the whole training set."""
+    """Each replica's log loss on the whole training set (class probabilities [N, C] for C
+    classes)."""
     return [log_loss(p, y_train) for p in predict_probabilities(model, x_train)]
 
 
@@ -149,18 +197,17 @@ def _train_passes(
     """
     optimizer, schedule = optimizers
     batch = config.train.batch_size
+    n_train = len(y_train)
     loss_sum = torch.zeros(len(results), dtype=torch.float64, device=x_train.device)
     since_log = step = 0
     for _ in range(config.train.passes):
-        orders = _epoch_orders(config, shufflers).to(x_train.device)
-        for start in range(0, config.data.n_train, batch):
+        orders = _epoch_orders(config, n_train, shufflers).to(x_train.device)
+        for start in range(0, n_train, batch):
             # Padded rows (example 0) keep every replica's slab aligned; they leave the loss
             # before its mean, so their gradient is exactly zero.
             indices = pad_rows(orders[:, start:start + batch], dim=1)
-            rows = min(batch, config.data.n_train - start)
-            losses = F.binary_cross_entropy_with_logits(
-                model(x_train[indices]), y_train[indices], reduction="none"
-            )[:, :rows].mean(dim=1)
+            rows = min(batch, n_train - start)
+            losses = stacked_loss(model(x_train[indices]), y_train[indices], rows)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()

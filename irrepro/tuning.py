@@ -14,7 +14,8 @@ OBJECTIVES = ("excess_log_loss", "pd")
 
 
 def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
-    """Mean excess log loss and PD of the trial's seeds, computed as the analysis stage does."""
+    """Mean excess log loss (log loss where the data have no teacher) and PD of the trial's
+    seeds, computed as the analysis stage does."""
     seeds = range(config.seed, config.seed + config.replicas)
     selection = analysis.select_runs(
         tracker, filter_string=f"tags.group_key = '{group_key(config)}'"
@@ -26,7 +27,7 @@ def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
             f"trial {config.optuna.trial}: fewer than 2 replicas finished, PD is undefined"
         )
     row = analysis.summarize(groups[0])
-    return row["excess_log_loss_mean"], row["pd"]
+    return row.get("excess_log_loss_mean", row["log_loss_mean"]), row["pd"]
 
 
 def trials_frame(storage: str, study_name: str) -> pd.DataFrame:

@@ -51,7 +51,8 @@ def test_a_diverging_replica_fails_with_a_reason(tiny):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_and_predicts_probabilities(tiny, model):
     config = tiny(**{"model.name": model, "model.width": 4, "model.depth": 2,
-                     "model.buckets": 4, "model.embedding_dim": 3})
+                     "model.buckets": 4, "model.embedding_dim": 3,
+                     "model.target": "torch.nn.Linear"})
     p = predictions(config, [0])[0]
     assert p.shape == (128,) and p.dtype == np.float32
     assert ((p > 0) & (p < 1)).all()
