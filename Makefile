@@ -19,7 +19,9 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlflow.db)
 REPORTS ?= reports
 FIGURES ?= figures
 SUFFIX := $(if $(filter small,$(SCALE)),,_$(SCALE))
-# more overrides for train.py in figures and tune, e.g. TRAIN_ARGS='hydra/launcher=local_parallel'
+# the launcher of make figures: jobs in parallel processes (LAUNCHER= runs them one by one)
+LAUNCHER ?= hydra/launcher=local_parallel
+# more overrides for train.py in figures and tune, e.g. TRAIN_ARGS='hydra.launcher.n_jobs=4'
 TRAIN_ARGS ?=
 
 .PHONY: install test lint ui server figures tune bench clean
@@ -46,7 +48,8 @@ figures: install
 	@for study in $(STUDIES); do \
 	  echo "== $$study ($(SCALE))"; \
 	  $(BIN)/python train.py -m +experiment=$$study +scale=$(SCALE) train.progress=false \
-	    tracking.uri=$(STORE) tracking.experiment=$${study}$(SUFFIX) $(TRAIN_ARGS) || exit 1; \
+	    tracking.uri=$(STORE) tracking.experiment=$${study}$(SUFFIX) $(LAUNCHER) $(TRAIN_ARGS) \
+	    || exit 1; \
 	  $(BIN)/python analyze.py --experiment $${study}$(SUFFIX) --tracking-uri $(STORE) \
 	    --reports $(REPORTS) --figures $(FIGURES) || exit 1; \
 	done

@@ -51,7 +51,7 @@ def test_each_study_writes_the_figures_its_kind_promises(study, tmp_path):
     for point in corner_of_grid(study):
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             config = to_config(compose(
-                "config", [f"+experiment={study}", "+scale=tiny", "replicas=4", "train.progress=false",
+                "config", [f"+experiment={study}", "+scale=tiny", "train.progress=false",
                            *point]))
         assert config.train.checkpoints >= 2
         summary = run_job(config, tracker)
