@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     from mlflow.exceptions import MlflowException
 
     from irrepro.analysis import AnalysisError
+    from irrepro.data import DataError
     from irrepro.report import analyze
     from irrepro.tracking import Tracker, TrackingError, resolve_uri
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
             from irrepro.tuning import pareto_report
 
             pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures)
-    except (AnalysisError, TrackingError, MlflowException) as error:
+    except (AnalysisError, TrackingError, MlflowException, DataError) as error:
         print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from irrepro.schedule import checkpoint_steps
+from irrepro.schedule import checkpoint_steps, total_steps
 
 DATA_KINDS = ("linear", "quadratic", "table", "sklearn")
 SYNTHETIC_DATA = ("linear", "quadratic")
@@ -184,14 +183,14 @@ def _validate_options(config: Config) -> None:
     if data.features is not None and not data.features:
         raise ConfigError("data.features=[] must name at least one column (or be null)")
     train = config.train
-    if data.name in SYNTHETIC_DATA:  # real data: checked once the table's size is known
-        steps = math.ceil(data.n_train / train.batch_size) * train.passes
+    if data.name in SYNTHETIC_DATA:  # real data: checked before training, once loaded
         try:
-            checkpoint_steps(train.checkpoints, steps)
+            checkpoint_steps(train.checkpoints,
+                             total_steps(data.n_train, train.batch_size, train.passes))
         except ValueError as error:
             raise ConfigError(str(error)) from None
-    elif train.checkpoints == 1:
-        raise ConfigError("train.checkpoints=1 must be 0 or at least 2")
+    if any(seed < 0 for seed in config.seeds):
+        raise ConfigError(f"seeds={list(config.seeds)} must hold integers >= 0")
     if model.name == "module" and not model.target:
         raise ConfigError("model.target is required for model=module (PKG.MOD.FACTORY)")
     reserved = sorted({"in_features", "out_features", "activation"} & set(model.kwargs))
@@ -252,6 +251,8 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         unused.append("data.quadratic_scale")
     if config.model.name != "module":
         unused += ["model.target", "model.kwargs"]
+    if config.optimizer.schedule == "constant":  # no schedule: runs logged before keep theirs
+        unused.append("optimizer.schedule")
     if config.data.name in SYNTHETIC_DATA:
         unused += [f"data.{key}" for key in _REAL_DATA_KEYS]
     else:

@@ -82,6 +82,8 @@ def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator
 # with aligned rows every replica's slab starts on a chunk boundary and no tail is left, so a
 # replica's values never depend on K or on its position in the stack.
 ROW_ALIGNMENT = 64
+# Rows predicted at once (a multiple of ROW_ALIGNMENT).
+PREDICT_ROWS = 8192
 
 
 def aligned_rows(rows: int) -> int:
@@ -192,14 +194,21 @@ def stacked_loss(logits: torch.Tensor, labels: torch.Tensor, rows: int) -> torch
 def predict_probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
     """Each replica's predictions on the same inputs [N, ...]: the probability of label 1 as
     float32 [K, N] (binary), or class probabilities as float32 [K, N, C] (rows sum to 1).
-    Modules predict in eval mode (batch norm uses its running statistics, dropout is off)."""
-    padded = pad_rows(inputs, dim=0)
-    stacked = padded.unsqueeze(0).repeat(model.replicas, *[1] * inputs.dim())
+    Modules predict in eval mode (batch norm uses its running statistics, dropout is off).
+    Rows go through in chunks of PREDICT_ROWS, so memory stays bounded on large sets."""
     training = model.training
     model.eval()
     try:
-        logits = scores(model(stacked))
+        chunks = [_probabilities(model, inputs[start:start + PREDICT_ROWS])
+                  for start in range(0, inputs.shape[0], PREDICT_ROWS)]
     finally:
         model.train(training)
+    return np.concatenate(chunks, axis=1)
+
+
+def _probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    padded = pad_rows(inputs, dim=0)
+    stacked = padded.unsqueeze(0).repeat(model.replicas, *[1] * inputs.dim())
+    logits = scores(model(stacked))
     probabilities = torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, -1)
     return probabilities[:, :inputs.shape[0]].contiguous().cpu().numpy()

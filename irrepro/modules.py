@@ -149,6 +149,12 @@ def perturb_one_parameter(module: nn.Module, rng: np.random.Generator) -> tuple[
     raise ModuleError("the module has no parameters to perturb")
 
 
+def aligned_slabs(module: nn.Module) -> bool:
+    """Whether every parameter matrix of `module` holds a multiple of 4 floats, so that each
+    replica's slab of a stacked [K, ...] parameter (and gradient) starts 16-byte aligned."""
+    return all(p.numel() % 4 == 0 for p in module.parameters() if p.dim() >= 2)
+
+
 def _architecture(module: nn.Module) -> list[tuple]:
     tensors = [*module.named_parameters(), *module.named_buffers()]
     return [type(module), *((name, t.shape, t.dtype) for name, t in tensors)]
@@ -164,9 +170,10 @@ class StackedModules(nn.Module):
     - vectorize=True (default): under `torch.vmap`, one batched call. Batch norm in training
       mode works (each replica updates its own running statistics). Modules vmap cannot batch
       (random operations such as dropout, data-dependent control flow, `.item()`) fail at the
-      first forward with a one-line ModuleError. Replica i computes what its module computes
-      alone up to float rounding: the batched matrix products round differently from the
-      single ones (up to a few float32 ulps of the logits).
+      first forward with a one-line ModuleError. Replica i computes bit for bit what its
+      module computes alone when every parameter matrix holds a multiple of 4 floats
+      (`aligned_slabs`): MKL's batched products round a replica's result differently when its
+      slab does not start on a 16-byte boundary, as happens at odd places otherwise.
     - vectorize=False: a loop over the replicas, each called with its own slices: replica i
       computes bit for bit what its module computes alone, whatever K and its position; slower
       for many small replicas. Random operations draw from torch's global generator in turn.

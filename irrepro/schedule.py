@@ -14,6 +14,11 @@ import numpy as np
 CONVERGENCE_TOLERANCE = 0.01
 
 
+def total_steps(n_train: int, batch_size: int, passes: int) -> int:
+    """Updates in a run: batches per pass (the last one may be partial) times passes."""
+    return math.ceil(n_train / batch_size) * passes
+
+
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
     """The learning rate's multiplier after `step` updates: constant, cosine or linear to 0."""
     factors: dict[str, Callable[[int], float]] = {

@@ -22,8 +22,6 @@ SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 PREDICTIONS = "predictions.npy"
 CHECKPOINTS = "checkpoints.npz"
 CONFIG_FILE = "config.yaml"
-# Artifact URI of each run this process started, until the run's files are written or it ends.
-_ARTIFACT_URIS: dict[str, str] = {}
 
 
 class TrackingError(RuntimeError):
@@ -81,6 +79,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        # Artifact URI of each run started here, until its files are written or it ends.
+        self._artifact_uris: dict[str, str] = {}
         if uri.startswith(("http://", "https://")):
             _check_reachable(uri)
         with _store_lock(uri):
@@ -143,7 +143,7 @@ class Tracker:
         """A new RUNNING run, tagged with this process so a dead one can be found later."""
         tags = {**tags, "irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
         run = _retrying(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
-        _ARTIFACT_URIS[run.info.run_id] = run.info.artifact_uri
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def log_finished(
@@ -171,7 +171,7 @@ class Tracker:
     def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
         """The files straight into the run's artifact folder when it is local (a path or a
         file: URI), else through MLflow's artifact repository for the run."""
-        folder = _local_folder(_ARTIFACT_URIS.pop(run_id, ""))
+        folder = _local_folder(self._artifact_uris.pop(run_id, ""))
         if folder is None:
             with tempfile.TemporaryDirectory() as staging:
                 for name, contents in files.items():
@@ -184,7 +184,7 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate a run; a FAILED or KILLED one carries its reason as a tag."""
-        _ARTIFACT_URIS.pop(run_id, None)
+        self._artifact_uris.pop(run_id, None)
         if reason:
             _retrying(self.client.set_tag, run_id, "failure_reason", reason[:5000])
         _retrying(self.client.set_terminated, run_id, status=status)

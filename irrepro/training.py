@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from irrepro import schedule as schedules
 from irrepro.activations import get_activation
 from irrepro.config import Config, ConfigError, OptimizerConfig
 from irrepro.data import Dataset
@@ -26,6 +27,7 @@ from irrepro.models import (
 )
 from irrepro.modules import (
     StackedModules,
+    aligned_slabs,
     build_module,
     output_features,
     perturb_one_parameter,
@@ -70,8 +72,10 @@ def build_model(
     """One replica per seed for `features` inputs (default `data.dim`) and `outputs` logits,
     each initialized from its own init stream (and perturbed by its perturb stream), stacked.
 
-    A user's module (model=module) is stacked with `StackedModules` under torch.vmap; one that
-    vmap cannot batch raises ModuleError.
+    A user's module (model=module) is stacked with `StackedModules`: under torch.vmap when its
+    parameter matrices keep every replica's slab aligned (then vmap is bit-exact), else
+    through the per-replica loop (exact at any shape); one vmap cannot batch raises
+    ModuleError.
     """
     mode = config.randomness.name
     features = config.data.dim if features is None else features
@@ -83,7 +87,7 @@ def build_model(
             if mode == "perturb":
                 perturb_one_parameter(module, numpy_generator("perturb", seed, mode))
             modules.append(module)
-        return StackedModules(modules)
+        return StackedModules(modules, vectorize=aligned_slabs(modules[0]))
     replicas = []
     for seed in seeds:
         params = init_parameters(
@@ -133,7 +137,7 @@ def total_steps(config: Config, n_train: int | None = None) -> int:
     """Updates in a run over `n_train` examples (default `data.n_train`): batches per pass
     (the last one may be partial) times passes."""
     n_train = config.data.n_train if n_train is None else n_train
-    return math.ceil(n_train / config.train.batch_size) * config.train.passes
+    return schedules.total_steps(n_train, config.train.batch_size, config.train.passes)
 
 
 def _epoch_orders(config: Config, n: int, generators: list[np.random.Generator]) -> torch.Tensor:
@@ -160,10 +164,12 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
 
     opens_last_tenth = convergence_step(steps, config.optimizer.schedule)
 
+    snapshot_steps = set(wanted[:-1].tolist())
+
     def observe(step: int) -> None:
         """Test predictions at a checkpoint before the last (the last are the final ones),
         and the training-set loss where the last tenth of training begins."""
-        if step in wanted[:-1]:
+        if step in snapshot_steps:
             snapshots.append(predict_probabilities(model, x_test))
         if step == opens_last_tenth:
             losses_before.extend(_train_losses(model, x_train, dataset.y_train))

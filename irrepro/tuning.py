@@ -8,6 +8,7 @@ import pandas as pd
 
 from irrepro import analysis, figures
 from irrepro.config import Config, group_key
+from irrepro.job import job_seeds
 from irrepro.tracking import Tracker
 
 OBJECTIVES = ("excess_log_loss", "pd")
@@ -16,7 +17,7 @@ OBJECTIVES = ("excess_log_loss", "pd")
 def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
     """Mean excess log loss (log loss where the data have no teacher) and PD of the trial's
     seeds, computed as the analysis stage does."""
-    seeds = range(config.seed, config.seed + config.replicas)
+    seeds = job_seeds(config)
     selection = analysis.select_runs(
         tracker, filter_string=f"tags.group_key = '{group_key(config)}'"
     )

