@@ -75,6 +75,8 @@ bench: install
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/loading.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/checkpoints.py
+	$(BIN)/python bench/modules.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
