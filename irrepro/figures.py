@@ -136,16 +136,22 @@ def _title(study: str, text: str) -> str:
 
 
 def _pd_scale(axes: Sequence, values: pd.Series) -> str:
-    """Symlog y when positive PDs span more than 100x, so PD = 0 still sits at the foot.
+    """A log y axis when positive PDs span more than 100x: symlog from 0 when some PD is
+    exactly 0 (so it still sits at the foot), plain log otherwise.
 
     Returns the note to append to the PD axis label.
     """
     positive = values[values > 0]
     if positive.empty or positive.max() / positive.min() <= 100:
         return ""
+    if len(positive) == len(values):
+        for ax in axes:
+            ax.set_yscale("log")
+        return " (log scale)"
     threshold = 10.0 ** np.floor(np.log10(positive.min()))
     for ax in axes:
         ax.set_yscale("symlog", linthresh=threshold, linscale=0.3)
+        ax.set_ylim(bottom=0)
     return " (symlog scale)"
 
 
@@ -381,7 +387,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"))
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
                    band=("loss_low", "loss_high"))
-            upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
+            upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             lower.set_ylabel(f"{_loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
@@ -410,7 +416,7 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"))
-            upper.set_ylabel(PD_LABEL + _pd_scale([upper], data["pd"]))
+            upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             if loss:
                 _lines(lower, rows, line_keys, "step", loss)
                 lower.set_ylabel(f"{_loss_label(quality)} (nats)")
