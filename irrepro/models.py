@@ -62,18 +62,22 @@ def init_parameters(
     return params
 
 
-def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator) -> None:
-    """Move one weight, chosen by `rng`, by one unit in the last place (in place)."""
+@torch.no_grad()
+def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator
+                       ) -> tuple[str, int]:
+    """Move one element of the named tensors, chosen by `rng` over all elements in order, by
+    one unit in the last place (in place); return the tensor's name and the flat index."""
     sizes = [tensor.numel() for tensor in params.values()]
     index = int(rng.integers(sum(sizes)))
-    direction = np.float32(np.inf if rng.integers(2) else -np.inf)
-    for tensor, size in zip(params.values(), sizes, strict=True):
+    direction = float("inf") if rng.integers(2) else float("-inf")
+    for (name, tensor), size in zip(params.items(), sizes, strict=True):
         if index < size:
             flat = tensor.view(-1)
-            value = np.float32(flat[index].item())
-            flat[index] = float(np.nextafter(value, direction))
-            return
+            toward = torch.tensor(direction, dtype=tensor.dtype, device=tensor.device)
+            flat[index] = torch.nextafter(flat[index], toward)
+            return name, index
         index -= size
+    raise ValueError("there is no weight to perturb")
 
 
 # Rows of every batch a stacked model sees are padded to a multiple of this. An element-wise

@@ -8,7 +8,6 @@ import importlib
 import inspect
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -130,25 +129,6 @@ def check_module(module: object, target: str, in_features: int, out_features: in
         )
 
 
-def perturb_one_parameter(module: nn.Module, rng: np.random.Generator) -> tuple[str, int]:
-    """Move one element of one parameter, chosen by `rng` over all elements in
-    `named_parameters` order, by one unit in the last place (in place). Returns the
-    parameter's name and the element's flat index."""
-    named = list(module.named_parameters())
-    sizes = [parameter.numel() for _, parameter in named]
-    index = int(rng.integers(sum(sizes)))
-    direction = float("inf") if rng.integers(2) else float("-inf")
-    for (name, parameter), size in zip(named, sizes, strict=True):
-        if index < size:
-            element = np.unravel_index(index, parameter.shape)
-            with torch.no_grad():
-                toward = torch.tensor(direction, dtype=parameter.dtype, device=parameter.device)
-                parameter[element] = torch.nextafter(parameter[element], toward)
-            return name, index
-        index -= size
-    raise ModuleError("the module has no parameters to perturb")
-
-
 def aligned_slabs(module: nn.Module) -> bool:
     """Whether every parameter matrix of `module` holds a multiple of 4 floats, so that each
     replica's slab of a stacked [K, ...] parameter (and gradient) starts 16-byte aligned."""
@@ -235,11 +215,3 @@ class StackedModules(nn.Module):
 def output_features(n_classes: int) -> int:
     """Logits a module emits for `n_classes` labels: 1 for binary, C for C classes."""
     return 1 if n_classes == 2 else n_classes
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Logits [..., 1] as the probability of label 1 [...] (sigmoid), logits [..., C] as class
-    probabilities [..., C] (softmax)."""
-    if logits.shape[-1] == 1:
-        return torch.sigmoid(logits.squeeze(-1))
-    return torch.softmax(logits, dim=-1)

@@ -30,7 +30,6 @@ from irrepro.modules import (
     aligned_slabs,
     build_module,
     output_features,
-    perturb_one_parameter,
 )
 from irrepro.schedule import checkpoint_steps, convergence_step, loss_change, lr_factor
 from irrepro.seeds import numpy_generator, torch_generator
@@ -85,7 +84,8 @@ def build_model(
             module = build_module(config.model, features, outputs, config.activation,
                                   torch_generator("init", seed, mode))
             if mode == "perturb":
-                perturb_one_parameter(module, numpy_generator("perturb", seed, mode))
+                perturb_one_weight(dict(module.named_parameters()),
+                                   numpy_generator("perturb", seed, mode))
             modules.append(module)
         return StackedModules(modules, vectorize=aligned_slabs(modules[0]))
     replicas = []
