@@ -3,7 +3,12 @@
 import os
 import subprocess
 import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ARGS = [
@@ -92,3 +97,23 @@ def wait_for_http(url, timeout=120):
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@contextmanager
+def throwaway_service(script, state_env, name):
+    """Start a service with its script in scripts/ (state in a fresh temp dir outside pytest's
+    private one, so that the daemons' own users reach it; nothing installed), yield what the
+    script exports, and stop it afterwards. A test skips, saying why, when it will not start."""
+    state = Path(tempfile.gettempdir()) / f"irrepro-{name.lower()}-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, state_env: str(state), "IRREPRO_NO_INSTALL": "1"}
+    try:
+        started = subprocess.run([str(script), "start"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        exports = dict(line.removeprefix("export ").split("=", 1)
+                       for line in started.stdout.splitlines() if line.startswith("export "))
+        if started.returncode != 0 or not exports:
+            pytest.skip(f"no {name} here: {script.name} start failed: "
+                        f"{started.stderr.strip().splitlines()[-1:]}")
+        yield exports
+    finally:
+        subprocess.run([str(script), "stop"], env=env, capture_output=True, timeout=120)

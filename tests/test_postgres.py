@@ -10,16 +10,13 @@ import glob
 import os
 import pwd
 import shutil
-import subprocess
-import tempfile
 import uuid
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.cli import ROOT, free_port, run_script, train, wait_for_http
+from tests.cli import ROOT, free_port, run_script, throwaway_service, train, wait_for_http
 from tests.test_services import start, stop
 from tests.test_slurm import slurm, slurm_args  # noqa: F401  (slurm: a fixture)
 
@@ -49,20 +46,8 @@ def postgres():
     if os.environ.get("IRREPRO_POSTGRES_URI"):
         yield os.environ["IRREPRO_POSTGRES_URI"]
         return
-    # Not under pytest's private tmp dir: the server runs as `postgres`, which must reach it.
-    state = Path(tempfile.gettempdir()) / f"irrepro-postgres-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "IRREPRO_POSTGRES_DIR": str(state), "IRREPRO_NO_INSTALL": "1"}
-    try:
-        started = subprocess.run([str(POSTGRES_SCRIPT), "start"], env=env, capture_output=True,
-                                 text=True, timeout=120)
-        exports = dict(line.removeprefix("export ").split("=", 1)
-                       for line in started.stdout.splitlines() if line.startswith("export "))
-        if started.returncode != 0 or "IRREPRO_POSTGRES_URI" not in exports:
-            pytest.skip(f"no PostgreSQL here: {POSTGRES_SCRIPT.name} start failed: "
-                        f"{started.stderr.strip().splitlines()[-1:]}")
+    with throwaway_service(POSTGRES_SCRIPT, "IRREPRO_POSTGRES_DIR", "PostgreSQL") as exports:
         yield exports["IRREPRO_POSTGRES_URI"]
-    finally:
-        subprocess.run([str(POSTGRES_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from irrepro.tracking import Tracker
-from tests.cli import ROOT, client, runs, start_train, train
+from tests.cli import ROOT, client, runs, start_train, throwaway_service, train
 
 CLUSTER_SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
 
@@ -47,20 +45,10 @@ def slurm():
     if os.environ.get("SLURM_CONF"):
         yield os.environ["SLURM_CONF"]
         return
-    # Not under pytest's private tmp dir: munged needs its socket's path open to all.
-    state = Path(tempfile.gettempdir()) / f"irrepro-slurm-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "IRREPRO_SLURM_DIR": str(state), "IRREPRO_NO_INSTALL": "1"}
-    try:
-        started = subprocess.run([str(CLUSTER_SCRIPT), "start"], env=env, capture_output=True,
-                                 text=True, timeout=120)
-        if started.returncode != 0:
-            pytest.skip(f"no SLURM here: {CLUSTER_SCRIPT.name} start failed: "
-                        f"{started.stderr.strip().splitlines()[-1:]}")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("SLURM_CONF", str(state / "slurm.conf"))
-            yield str(state / "slurm.conf")
-    finally:
-        subprocess.run([str(CLUSTER_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+    with throwaway_service(CLUSTER_SCRIPT, "IRREPRO_SLURM_DIR", "SLURM") as exports, \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", exports["SLURM_CONF"])
+        yield exports["SLURM_CONF"]
 
 
 def slurm_jobs(name):
