@@ -8,6 +8,7 @@ import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -64,6 +65,12 @@ class Group:
     predictions: np.ndarray
     run_metrics: dict[str, np.ndarray]
     checkpoints: tuple[np.ndarray, np.ndarray] | None = None
+
+    @cached_property
+    def n_params(self) -> float:
+        """Trainable parameters of one model of the group (see `parameter_count`), counted
+        once."""
+        return parameter_count(self.config, make_dataset(self.config.data))
 
 
 @dataclass
@@ -254,7 +261,7 @@ def _group_columns(group: Group) -> dict[str, Any]:
     params = run_params(group.config)
     params.pop("seed")
     columns = {"group_key": group.key, **flatten(params)}
-    columns["n_params"] = parameter_count(group.config, make_dataset(group.config.data))
+    columns["n_params"] = group.n_params
     columns["n_runs"] = len(group.run_ids)
     return columns
 
@@ -311,11 +318,12 @@ def by_step_rows(group: Group, n_boot: int = 200) -> list[dict[str, Any]]:
     rows = []
     for index, step in enumerate(steps):
         P = history[:, index]
-        low, high = metrics.bootstrap_ci(P, metrics.pd_l1, n_boot=n_boot)
+        pd_x = metrics.per_example_pd(P)
+        low, high = metrics.bootstrap_mean_ci(pd_x, n_boot=n_boot)
         loss = np.array([metrics.log_loss(p, dataset.y_test) for p in P])
         accuracy = np.array([metrics.accuracy(p, dataset.y_test) for p in P])
         row = {
-            **labels, "step": int(step), "pd": metrics.pd_l1(P), "pd_low": low, "pd_high": high,
+            **labels, "step": int(step), "pd": float(pd_x.mean()), "pd_low": low, "pd_high": high,
             "pd_relative": metrics.pd_relative(P), "churn": metrics.churn(P),
             "log_loss_mean": float(loss.mean()), "log_loss_std": float(loss.std()),
         }

@@ -111,6 +111,11 @@ def _series(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[str, pd.Data
         yield label(rows.iloc[0], keys), rows
 
 
+def _series_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Labels of the series of `frame`, in canonical order."""
+    return [name for name, _ in _series(frame, keys)]
+
+
 def _style(i: int) -> dict:
     """Color and line style of the i-th series: ten colors, then the next line style."""
     linestyle = LINESTYLES[i // len(COLORS) % len(LINESTYLES)]
@@ -198,12 +203,13 @@ def _figure(path: str | Path, title: str, ncols: int = 1, width: float = 7.0, **
 
 
 def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
-           band: tuple[str, str] | None = None) -> None:
+           band: tuple[str, str] | None = None, *, order: list[str]) -> None:
     """One line per series of y against x, with an optional shaded band between two columns;
-    points of groups that did not converge are hollow."""
-    for i, (name, rows) in enumerate(_series(frame, keys)):
+    points of groups that did not converge are hollow. A series' color follows its place in
+    `order`, the series labels of the whole figure, so that every panel agrees."""
+    for name, rows in _series(frame, keys):
         rows = rows.sort_values(x)
-        style = _style(i)
+        style = _style(order.index(name))
         ax.plot(rows[x], rows[y], label=name, **style)
         done = _converged(rows)
         ax.plot(rows[x][done], rows[y][done], marker="o", markersize=4, linestyle="",
@@ -304,7 +310,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
     keys = varying(data, exclude=("activation.name", "model.name"))
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, ["model.name", *panel_keys]))
-    series = [name for name, _ in _series(data, line_keys)]
+    series = _series_labels(data, line_keys)
     width = 0.8 / len(series)
     with _figure(path, _title(study, "PD by activation"), len(panels),
                  width=max(7.0, 3.5 * len(panels)), sharey=True) as (fig, axes):
@@ -347,16 +353,18 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
         return None
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, panel_keys))
+    order = _series_labels(data, line_keys)
     with _figure(path, _title(study, "PD by shuffle window"), len(panels),
                  width=max(7.0, 4.2 * len(panels)), sharey=True) as (fig, axes):
         for ax, (name, rows) in zip(axes, panels, strict=True):
-            _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"))
+            _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"),
+                   order=order)
             _log_x(ax, data["randomness.window"], base=2)
             ax.set_xlabel("shuffle window (examples)")
             if name:
                 ax.set_title(name, fontsize="medium")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
-        _legend(fig, axes[0])
+        _legend(fig, _unique_handles(axes))
         _note_unconverged(fig, data)
     return Path(path)
 
@@ -381,18 +389,20 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
     panel_keys, line_keys = _panels(data, keys)
+    order = _series_labels(data, line_keys)
     title = _title(study, f"PD and {_loss_label(quality)} by model size")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
-            _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"))
+            _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
+                   order=order)
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
-                   band=("loss_low", "loss_high"))
+                   band=("loss_low", "loss_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             lower.set_ylabel(f"{_loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
-        _legend(fig, panels[0][2])
+        _legend(fig, _unique_handles(upper for _, _, upper, _ in panels))
         _note_unconverged(fig, data)
     return Path(path)
 
@@ -412,20 +422,21 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     panel_keys, line_keys = _panels(groups, keys)
     quality = _quality(data)
     loss = f"{quality}_mean" if f"{quality}_mean" in data else None
+    order = _series_labels(data, line_keys)
     title = _title(study, f"PD and {_loss_label(quality)} over training")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
-            _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"))
+            _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             if loss:
-                _lines(lower, rows, line_keys, "step", loss)
+                _lines(lower, rows, line_keys, "step", loss, order=order)
                 lower.set_ylabel(f"{_loss_label(quality)} (nats)")
                 positive = (data[loss] > 0).all()
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
             for ax in (upper, lower):
                 ax.set_xscale("symlog", linthresh=1)
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
-        _legend(fig, panels[0][2])
+        _legend(fig, _unique_handles(upper for _, _, upper, _ in panels))
         _note_unconverged(fig, groups)
     return Path(path)
 
@@ -517,15 +528,16 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
     data, title = _keep_top(ensembles, single.set_index("group_key")["pd"],
                             "PD and accuracy by ensemble size")
     keys = varying(data)
+    order = _series_labels(data, keys)
     with _figure(path, _title(study, title), 2) as (fig, axes):
-        _lines(axes[0], _with_pd(data), keys, "k", "pd")
-        _lines(axes[1], data, keys, "k", "accuracy")
+        _lines(axes[0], _with_pd(data), keys, "k", "pd", order=order)
+        _lines(axes[1], data, keys, "k", "accuracy", order=order)
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
         axes[1].set_ylabel("accuracy (fraction correct)")
         for ax in axes:
             _log_x(ax, data["k"], base=2)
             ax.set_xlabel("ensemble size k (models averaged)")
-        _legend(fig, axes[0])
+        _legend(fig, _unique_handles(axes))
     return Path(path)
 
 

@@ -104,6 +104,62 @@ def titles(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def saved(monkeypatch):
+    """Every figure saved."""
+    seen = []
+    save = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return seen
+
+
+def uneven_summary(**along):
+    """Six activations under randomness 'all' but five under 'init': 11 series, too many for
+    one panel, so panels by randomness that hold different series; each group at every value
+    of `along` (one config column and its values)."""
+    [(key, values)] = along.items() or [("optimizer.lr", (0.1,))]
+    activations = ("relu", "smelu", "swish", "gelu", "softplus", "elu")
+    return summary_of(
+        {"randomness.name": mode, "activation.name": a, key: v}
+        for mode, kept in (("init", activations[1:]), ("all", activations))
+        for a in kept for v in values
+    )
+
+
+def over_training(summary, path):
+    steps = pd.DataFrame([{**row, "step": step} for row in summary.to_dict("records")
+                          for step in (0, 10, 100)])
+    return figures.pd_over_training(steps, summary, path)
+
+
+@pytest.mark.parametrize(
+    "draw, frame",
+    [
+        (figures.pd_by_window, lambda: uneven_summary(**{"randomness.window": (1, 4, 16)})),
+        (figures.pd_by_size, lambda: uneven_summary(**{"model.width": (1, 2, 4)})),
+        (over_training, uneven_summary),
+    ],
+)
+def test_small_multiples_color_each_series_alike_and_legend_all(tmp_path, saved, draw, frame):
+    assert draw(frame(), tmp_path / "figure.png") is not None
+    [fig] = saved
+    colors, in_panel = {}, []
+    for ax in fig.axes:
+        lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        for line in lines:
+            colors.setdefault(line.get_label(), set()).add(line.get_color())
+        in_panel.append({line.get_label() for line in lines})
+    assert len({frozenset(names) for names in in_panel if names}) == 2
+    assert len(colors) == 6 and all(len(seen) == 1 for seen in colors.values())
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert sorted(legend) == sorted(colors)
+
+
 def test_label_shows_values_with_short_keys():
     row = pd.Series({**CONFIG, "randomness.name": "init", "randomness.window": 64, "pd": 0.1})
     keys = ["activation.name", "randomness.name", "randomness.window", "optimizer.lr"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irrepro import analysis, figures
+from irrepro import analysis, figures, metrics
 from irrepro.job import run_job
 from irrepro.report import analyze, readable_summary
 from irrepro.schedule import checkpoint_steps
@@ -80,6 +80,30 @@ def test_the_last_checkpoint_is_the_summary(study):
     for column in ("pd_relative", "churn", "excess_log_loss_std", "accuracy_mean",
                    "accuracy_std"):
         assert rows[column].notna().all()
+
+
+def test_each_group_counts_its_parameters_once(study, monkeypatch):
+    tracker = study[0]
+    counted = []
+    count = analysis.parameter_count
+    monkeypatch.setattr(analysis, "parameter_count",
+                        lambda *args: counted.append(args) or count(*args))
+    groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
+    for group in groups:
+        rows = [analysis.summarize(group, n_boot=10), *analysis.by_step_rows(group, n_boot=10),
+                *analysis.ensemble_rows(group)]
+        assert {row["n_params"] for row in rows} == {group.n_params}
+    assert len(counted) == len(groups) and all(group.n_params > 0 for group in groups)
+
+
+def test_pd_by_step_is_the_pd_of_each_checkpoint_with_its_bootstrap_interval(study):
+    tracker = study[0]
+    groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
+    group = next(group for group in groups if group.checkpoints is not None)
+    rows = analysis.by_step_rows(group, n_boot=20)
+    for row, P in zip(rows, group.checkpoints[1].swapaxes(0, 1), strict=True):
+        assert row["pd"] == metrics.pd_l1(P)
+        assert (row["pd_low"], row["pd_high"]) == metrics.bootstrap_ci(P, metrics.pd_l1, n_boot=20)
 
 
 def test_groups_without_checkpoints_are_left_out_of_by_step(study):
