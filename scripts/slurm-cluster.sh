@@ -127,12 +127,27 @@ stop_pid_files() {
   kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
+stop_job_steps() {
+  # A job step's slurmstepd runs in this cluster's log folder and can outlive slurmd.
+  local pid
+  for pid in $(pgrep -x slurmstepd); do
+    case "$(readlink "/proc/$pid/cwd")" in
+      "$DIR"/*) kill -9 "$pid" 2>/dev/null || true ;;
+    esac
+  done
+}
+
 stop() {
   [ -d "$DIR" ] || { echo "no cluster in $DIR" >&2; return; }
   if running slurmctld && [ -f "$CONF" ]; then
     SLURM_CONF=$CONF scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 30); do  # up to 15 s for cancelled jobs to wind down
+      [ -z "$(SLURM_CONF=$CONF squeue -h 2>/dev/null)" ] && break
+      sleep 0.5
+    done
   fi
   stop_pid_files "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"
+  stop_job_steps
   rm -rf "$DIR"
 }
 
