@@ -79,7 +79,8 @@ def bench_logging(k):
             })
             metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
             tracker.log_finished(
-                run_id, flatten(params), metrics, result.curve, artifact_files(result, params)
+                run_id, flatten(params), metrics, result.curve,
+                artifact_files(result, params, dataset.classes),
             )
         logging = time.perf_counter() - started
     print(f"MLflow logging of {k} runs: {logging:.2f} s, {logging / k * 1000:.0f} ms per run; "

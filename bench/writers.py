@@ -47,7 +47,8 @@ def real_run():
     tags = {"group_key": group_key(config), "config_hash": config_hash(config),
             "data_hash": dataset.digest}
     metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
-    return tags, flatten(params), metrics, result.curve, artifact_files(result, params)
+    files = artifact_files(result, params, dataset.classes)
+    return tags, flatten(params), metrics, result.curve, files
 
 
 class CountingTime:

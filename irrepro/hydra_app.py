@@ -36,7 +36,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     """
     try:
         typed = to_config(config)
-        prepare_job(typed)  # bad data or a bad module: answered before MLflow is opened
+        dataset = prepare_job(typed)  # bad data or a bad module: answered before MLflow
         hydra_config = HydraConfig.get()
         tracker = tracker_for(typed, hydra_config.runtime.cwd)
         if hydra_config.mode != RunMode.MULTIRUN:
@@ -45,7 +45,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    summary = run_job(typed, tracker)
+    summary = run_job(typed, tracker, dataset)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
 

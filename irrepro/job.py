@@ -67,11 +67,14 @@ def prepare_job(config: Config) -> Dataset:
     return dataset
 
 
-def run_job(config: Config, tracker: tracking.Tracker) -> JobSummary:
-    """Train and log every seed of `config` (`job_seeds`) not yet FINISHED."""
+def run_job(
+    config: Config, tracker: tracking.Tracker, dataset: Dataset | None = None
+) -> JobSummary:
+    """Train and log every seed of `config` (`job_seeds`) not yet FINISHED; `dataset` is what
+    `prepare_job` returned for it, when the caller already prepared the job."""
     group = group_key(config)
     summary = JobSummary(group)
-    dataset = prepare_job(config)
+    dataset = dataset or prepare_job(config)
     seeds = job_seeds(config)
     done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
@@ -171,17 +174,14 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
         del open_runs[result.seed]
 
 
-def artifact_files(
-    result: ReplicaResult, params: dict, classes: tuple | None = None
-) -> dict[str, bytes]:
+def artifact_files(result: ReplicaResult, params: dict, classes: tuple) -> dict[str, bytes]:
     """A finished run's artifacts: test predictions (float32 [N] or [N, C]), resolved config,
     the class mapping, and checkpoints."""
     files = {
         tracking.PREDICTIONS: _npy(result.predictions),
         tracking.CONFIG_FILE: yaml.safe_dump(params, sort_keys=False).encode(),
+        CLASSES_FILE: json.dumps({"classes": list(classes)}).encode(),
     }
-    if classes is not None:
-        files[CLASSES_FILE] = json.dumps({"classes": list(classes)}).encode()
     if result.checkpoints is not None:
         buffer = io.BytesIO()
         np.savez(buffer, steps=result.checkpoint_steps.astype(np.int64),
