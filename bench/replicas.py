@@ -4,7 +4,8 @@
 
 Prints, per model and K, the seconds of K single runs, of one K-replica job, and their
 ratio; then the seconds of logging the runs of the largest K-replica job to a fresh SQLite
-MLflow store against the seconds that job trained.
+MLflow store, run by run through MLflow's client and in bulk through the SQL writer, against
+the seconds that job trained.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from functools import partial
 import numpy as np
 from omegaconf import OmegaConf
 
-from irrepro.config import config_hash, flatten, group_key, run_params, to_config
+from irrepro.config import group_key, to_config
 from irrepro.data import make_dataset
-from irrepro.job import artifact_files, replica_config, run_name
-from irrepro.metrics import run_metrics
+from irrepro.job import finished_run, start_runs
 from irrepro.training import train_replicas
 
 MODELS = {
@@ -55,10 +55,22 @@ def bench_training(replica_counts, device):
             print(f"{name:<10} {k:>3} {single:>16.2f} {stacked:>12.2f} {single / stacked:>6.1f}x")
 
 
+def log_job(tracker, config, results, dataset, train_seconds):
+    """Log a job's runs as `run_job` does: start them, then finish them together."""
+    seeds = [result.seed for result in results]
+    run_ids = start_runs(config, seeds, group_key(config), dataset.digest, tracker)
+    records, files = {}, {}
+    for result in results:
+        run_id = run_ids[result.seed]
+        records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds)
+    tracker.finish_runs(records, files)
+
+
 def bench_logging(k):
-    """Seconds to log the k runs of a k-replica job (as a job logs them) against the seconds
-    that job trained, both measured here."""
+    """Seconds to log the k runs of a k-replica job to a fresh SQLite store, through each
+    writer, against the seconds that job trained, all measured here."""
     from irrepro import tracking
+    from irrepro.run_writers import ClientWriter
 
     config = to_config(OmegaConf.create({"train": {"progress": False}}))
     dataset = make_dataset(config.data)
@@ -67,25 +79,15 @@ def bench_logging(k):
     started = time.perf_counter()
     results = train_replicas(config, seeds, dataset)
     train = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as folder:
-        tracker = tracking.Tracker(f"sqlite:///{folder}/mlflow.db", "bench")
-        started = time.perf_counter()
-        for result in results:
-            single = replica_config(config, result.seed)
-            params = run_params(single)
-            run_id = tracker.start_run(run_name(single), {
-                "group_key": group_key(config), "config_hash": config_hash(single),
-                "data_hash": dataset.digest, "seed": str(result.seed),
-            })
-            metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
-            tracker.log_finished(
-                run_id, flatten(params), metrics, result.curve,
-                artifact_files(result, params, dataset.classes),
-            )
-        logging = time.perf_counter() - started
-    print(f"MLflow logging of {k} runs: {logging:.2f} s, {logging / k * 1000:.0f} ms per run; "
-          f"training the {k}-replica job: {train:.2f} s, {train / k * 1000:.0f} ms per run "
-          f"(logging / training: {logging / train:.1f}x)")
+    print(f"training the {k}-replica job: {train:.2f} s, {train / k * 1000:.1f} ms per run")
+    for writer in ("client", "sql"):
+        with tempfile.TemporaryDirectory() as folder:
+            tracker = tracking.Tracker(f"sqlite:///{folder}/mlflow.db", "bench")
+            if writer == "client":
+                tracker.writer = ClientWriter(tracker.client)
+            logging = seconds(partial(log_job, tracker, config, results, dataset, train))
+        print(f"logging its {k} runs, {writer} writer: {logging:.2f} s, "
+              f"{logging / k * 1000:.1f} ms per run (logging / training: {logging / train:.2f}x)")
 
 
 def main():

@@ -1,5 +1,5 @@
-"""Concurrent writers: N processes, each logging R runs as irrepro logs a run (tags, one batch
-of params and metrics with the training curve, the artifact files, the status), into the
+"""Concurrent writers: N processes, each logging R runs one by one as a one-seed job logs its
+run (tags, the artifact files, params and metrics with the training curve, the status), into the
 embedded SQLite store and into a PostgreSQL-backed tracking server.
 
     python bench/writers.py [--writers 2 4 8 16] [--runs 10] [--stores sqlite server]
@@ -31,24 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def real_run():
-    """What one default run logs: params, metrics, curve and artifact files."""
+    """What one default run logs: tags, its record (params, metrics, curve) and files."""
     from omegaconf import OmegaConf
 
-    from irrepro.config import config_hash, flatten, group_key, run_params, to_config
+    from irrepro.config import config_hash, group_key, to_config
     from irrepro.data import make_dataset
-    from irrepro.job import artifact_files
-    from irrepro.metrics import run_metrics
+    from irrepro.job import finished_run
     from irrepro.training import train_replicas
 
     config = to_config(OmegaConf.create({"train": {"progress": False}}))
     dataset = make_dataset(config.data)
+    started = time.perf_counter()
     (result,) = train_replicas(config, [0], dataset)
-    params = run_params(config)
+    record, files = finished_run(config, result, dataset, time.perf_counter() - started)
     tags = {"group_key": group_key(config), "config_hash": config_hash(config),
             "data_hash": dataset.digest}
-    metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
-    files = artifact_files(result, params, dataset.classes)
-    return tags, flatten(params), metrics, result.curve, files
+    return tags, record, files
 
 
 class CountingTime:
@@ -70,14 +68,14 @@ def writer(uri, experiment, index, runs, run, ready, results):
     counting = CountingTime()
     tracking.time = counting
     tracker = tracking.Tracker(uri, experiment)
-    tags, params, metrics, curve, files = run
+    tags, record, files = run
     ready.wait()
     failed = 0
     for number in range(runs):
         try:
             run_id = tracker.start_run(f"w{index}-{number}", {**tags, "seed": str(number),
                                                                 "writer": str(index)})
-            tracker.log_finished(run_id, params, metrics, curve, files)
+            tracker.finish_runs({run_id: record}, {run_id: files})
         except Exception as error:  # counted as lost, the benchmark goes on
             print(f"writer {index}: {type(error).__name__}: {str(error)[:200]}")
             failed += 1

@@ -86,7 +86,7 @@ def run_job(
         )
     if not todo:
         return summary
-    open_runs = _start_runs(config, todo, group, dataset.digest, tracker)
+    open_runs = start_runs(config, todo, group, dataset.digest, tracker)
     try:
         with _sigterm_raises():
             _train_and_log(config, todo, dataset, tracker, open_runs, summary)
@@ -94,9 +94,9 @@ def run_job(
         # Nothing stays RUNNING: interrupted runs (Ctrl-C, SIGTERM from scancel or preemption,
         # submitit's exit before a requeue) are KILLED, the rest FAILED with the reason.
         interrupted = isinstance(error, KeyboardInterrupt | Terminated | SystemExit)
-        status = "KILLED" if interrupted else "FAILED"
-        for run_id in open_runs.values():
-            tracker.end_run(run_id, status, f"{type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}"
+        tracker.end_runs(dict.fromkeys(open_runs.values(), reason),
+                         "KILLED" if interrupted else "FAILED")
         raise
     log.info(
         "group %s: %d finished, %d failed, %d skipped",
@@ -129,12 +129,12 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
+def start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
     """One RUNNING run per seed, tagged with what identifies it, under the sweep's parent."""
     sweep_id = os.environ.get(tracking.SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     job_id = uuid.uuid4().hex[:12]
-    run_ids = {}
+    runs = []
     for seed in seeds:
         single = replica_config(config, seed)
         tags = {
@@ -146,32 +146,47 @@ def _start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
         if config.optuna.trial is not None:
             tags.update({"optuna.trial": str(config.optuna.trial),
                          "optuna.study": str(config.optuna.study)})
-        run_ids[seed] = tracker.start_run(run_name(single), tags)
-    return run_ids
+        runs.append((run_name(single), tags))
+    return dict(zip(seeds, tracker.start_runs(runs), strict=True))
 
 
 def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
-    """Train the seeds together, then end each run: FINISHED with its results, or FAILED."""
+    """Train the seeds together, then end the runs: the failed replicas FAILED with their
+    reasons, the rest FINISHED with their results, all at once."""
     started = time.perf_counter()
     results = train_replicas(config, seeds, dataset)
     train_seconds = time.perf_counter() - started
+    failed = {result.seed: result.failure for result in results if result.failure}
+    for seed, failure in failed.items():
+        log.error("seed %d failed: %s", seed, failure)
+    if failed:
+        tracker.end_runs({open_runs[seed]: failure for seed, failure in failed.items()},
+                         "FAILED")
+        summary.failed.update(failed)
+        for seed in failed:
+            del open_runs[seed]
+    records, files = {}, {}
     for result in results:
-        run_id = open_runs[result.seed]
-        if result.failure:
-            log.error("seed %d failed: %s", result.seed, result.failure)
-            tracker.end_run(run_id, "FAILED", result.failure)
-            summary.failed[result.seed] = result.failure
-        else:
-            params = run_params(replica_config(config, result.seed))
-            metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
-            metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
-            metrics["train_log_loss"] = result.train_loss
-            metrics["loss_change_last_tenth"] = result.loss_change
-            metrics["converged"] = float(converged(result.loss_change))
-            files = artifact_files(result, params, dataset.classes)
-            tracker.log_finished(run_id, flatten(params), metrics, result.curve, files)
-            summary.finished[result.seed] = run_id
-        del open_runs[result.seed]
+        if not result.failure:
+            run_id = open_runs[result.seed]
+            records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds)
+    tracker.finish_runs(records, files)
+    for result in results:
+        if not result.failure:
+            summary.finished[result.seed] = open_runs.pop(result.seed)
+
+
+def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_seconds: float
+                 ) -> tuple[tracking.RunRecord, dict[str, bytes]]:
+    """What a replica that trained logs: its record (params, metrics, curve) and its files."""
+    params = run_params(replica_config(config, result.seed))
+    metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
+    metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
+    metrics["train_log_loss"] = result.train_loss
+    metrics["loss_change_last_tenth"] = result.loss_change
+    metrics["converged"] = float(converged(result.loss_change))
+    record = tracking.RunRecord(flatten(params), metrics, result.curve)
+    return record, artifact_files(result, params, dataset.classes)
 
 
 def artifact_files(result: ReplicaResult, params: dict, classes: tuple) -> dict[str, bytes]:

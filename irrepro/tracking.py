@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from irrepro.run_writers import RunRecord, writer_for
+
 PARENT_RUN_ENV = "IRREPRO_PARENT_RUN_ID"
 SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 PREDICTIONS = "predictions.npy"
@@ -86,6 +88,7 @@ class Tracker:
         with _store_lock(uri):
             try:
                 self.client = MlflowClient(tracking_uri=uri)
+                self.writer = writer_for(self.client)
                 self.experiment_id = self._experiment_id(experiment, create)
             except TrackingError:
                 raise
@@ -139,34 +142,28 @@ class Tracker:
         )
         return {int(run.data.tags["seed"]) for run in runs}
 
+    def start_runs(self, runs: list[tuple[str, dict[str, str]]]) -> list[str]:
+        """New RUNNING runs from (name, tags), tagged with this process so a dead one can be
+        found later; returns their ids."""
+        mark = {"irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
+        started = _retrying(self.writer.start_runs, self.experiment_id,
+                            [(name, {**tags, **mark}) for name, tags in runs])
+        self._artifact_uris.update(started)
+        return [run_id for run_id, _ in started]
+
     def start_run(self, name: str, tags: dict[str, str]) -> str:
-        """A new RUNNING run, tagged with this process so a dead one can be found later."""
-        tags = {**tags, "irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
-        run = _retrying(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
-        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
-        return run.info.run_id
+        """One new RUNNING run (see `start_runs`)."""
+        return self.start_runs([(name, tags)])[0]
 
-    def log_finished(
-        self,
-        run_id: str,
-        params: dict[str, Any],
-        metrics: dict[str, float],
-        curve: list[tuple[int, float]],
-        files: dict[str, bytes],
-    ) -> None:
-        """Log a run's params, metrics, curve and artifact files (name -> contents), then mark
-        it FINISHED: one batch, the files, and the status."""
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        entries = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
-        entries += [Metric("train_loss", loss, now, step) for step, loss in curve]
-        _retrying(
-            self.client.log_batch, run_id,
-            metrics=entries, params=[Param(k, str(v)) for k, v in params.items()],
-        )
-        self._write_artifacts(run_id, files)
-        self.end_run(run_id, "FINISHED")
+    def finish_runs(self, records: dict[str, RunRecord], files: dict[str, dict[str, bytes]]
+                    ) -> None:
+        """Write each run's artifact files (run id -> name -> contents), then log the runs'
+        params, metrics and curves and mark them FINISHED together."""
+        if not records:
+            return
+        for run_id in records:
+            self._write_artifacts(run_id, files[run_id])
+        _retrying(self.writer.finish_runs, records)
 
     def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
         """The files straight into the run's artifact folder when it is local (a path or a
@@ -182,24 +179,29 @@ class Tracker:
         for name, contents in files.items():
             (folder / name).write_bytes(contents)
 
+    def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
+        """Terminate runs (run id -> reason or None); a FAILED or KILLED one carries its
+        reason as a tag."""
+        for run_id in reasons:
+            self._artifact_uris.pop(run_id, None)
+        _retrying(self.writer.end_runs, reasons, status)
+
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
-        """Terminate a run; a FAILED or KILLED one carries its reason as a tag."""
-        self._artifact_uris.pop(run_id, None)
-        if reason:
-            _retrying(self.client.set_tag, run_id, "failure_reason", reason[:5000])
-        _retrying(self.client.set_terminated, run_id, status=status)
+        """Terminate one run (see `end_runs`)."""
+        self.end_runs({run_id: reason}, status)
 
     def end_stale_runs(self) -> int:
         """Mark KILLED the RUNNING runs whose process on this host is gone; return how many."""
         host = socket.gethostname()
-        stale = 0
-        for run in self.search("attributes.status = 'RUNNING'"):
-            tags = run.data.tags
-            if tags.get("irrepro.host") != host or _alive(int(tags.get("irrepro.pid", "0"))):
-                continue
-            self.end_run(run.info.run_id, "KILLED", "the process running it ended without a word")
-            stale += 1
-        return stale
+        stale = [
+            run.info.run_id for run in self.search("attributes.status = 'RUNNING'")
+            if run.data.tags.get("irrepro.host") == host
+            and not _alive(int(run.data.tags.get("irrepro.pid", "0")))
+        ]
+        if stale:
+            reason = "the process running it ended without a word"
+            self.end_runs(dict.fromkeys(stale, reason), "KILLED")
+        return len(stale)
 
 
 def _local_folder(artifact_uri: str) -> Path | None:

@@ -12,11 +12,14 @@ import pwd
 import shutil
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from irrepro.tracking import SWEEP_ID_ENV
 from tests.cli import ROOT, free_port, run_script, throwaway_service, train, wait_for_http
+from tests.test_run_writers import assert_a_job_logs_alike, writer_pair
 from tests.test_services import start, stop
 from tests.test_slurm import slurm, slurm_args  # noqa: F401  (slurm: a fixture)
 
@@ -50,27 +53,43 @@ def postgres():
         yield exports["IRREPRO_POSTGRES_URI"]
 
 
-@pytest.fixture(scope="module")
-def server(postgres, tmp_path_factory):
-    """`make server DB_URI=postgresql://…` on a fresh database: its URL and a work dir."""
+@contextmanager
+def fresh_database(postgres):
+    """A new database on the server, for the length of a `with` block: its URI."""
     import psycopg
 
     database = f"irrepro_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {database}")
-    db_uri = urlunsplit(urlsplit(postgres)._replace(path=f"/{database}"))
-    cwd = tmp_path_factory.mktemp("postgres")
-    port = free_port()
-    process = start(["make", "-s", "-C", str(ROOT), "server", f"DB_URI={db_uri}",
-                     f"PORT={port}", "WORKERS=2", f"ARTIFACTS={cwd}/artifacts"], cwd)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(url + "/health", timeout=180)
-        yield url, cwd
+        yield urlunsplit(urlsplit(postgres)._replace(path=f"/{database}"))
     finally:
-        stop(process)
         with psycopg.connect(postgres, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE {database} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory):
+    """`make server DB_URI=postgresql://…` on a fresh database: its URL and a work dir."""
+    cwd = tmp_path_factory.mktemp("postgres")
+    port = free_port()
+    with fresh_database(postgres) as db_uri:
+        process = start(["make", "-s", "-C", str(ROOT), "server", f"DB_URI={db_uri}",
+                         f"PORT={port}", "WORKERS=2", f"ARTIFACTS={cwd}/artifacts"], cwd)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for_http(url + "/health", timeout=180)
+            yield url, cwd
+        finally:
+            stop(process)
+
+
+def test_a_database_reached_directly_is_written_in_bulk_as_the_client_writes(
+        postgres, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root, ./mlruns
+    monkeypatch.setenv(SWEEP_ID_ENV, "sweep")
+    with fresh_database(postgres) as db_uri:
+        assert_a_job_logs_alike(*writer_pair(db_uri))
 
 
 def sweep_over_http(server, launcher_args, seeds):

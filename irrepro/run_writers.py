@@ -1,0 +1,184 @@
+"""Writing a job's runs to MLflow: one client call per run for any store, or one transaction
+per step for a SQL database reached directly.
+
+Both writers leave the same runs behind (same columns, tags, params, metrics, metric history
+and latest metrics, as MLflow's own `create_run`, `log_batch` and `set_terminated` write
+them); tests/test_run_writers.py compares them row by row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RunRecord:
+    """What a finished run logs besides its artifacts."""
+
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    curve: list[tuple[int, float]]  # (step, training loss)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class ClientWriter:
+    """Through MLflow's client, run by run: a tracking server, or any other store."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def start_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]
+                   ) -> list[tuple[str, str]]:
+        """New RUNNING runs from (name, tags); returns (run id, artifact URI) of each."""
+        started = []
+        for name, tags in runs:
+            run = self.client.create_run(experiment_id, tags=tags, run_name=name)
+            started.append((run.info.run_id, run.info.artifact_uri))
+        return started
+
+    def finish_runs(self, records: dict[str, RunRecord]) -> None:
+        """Log each run's params, metrics and curve, then mark it FINISHED."""
+        from mlflow.entities import Metric, Param
+
+        for run_id, record in records.items():
+            now = _now()
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(key, value, now, step) for key, value, step in _entries(record)],
+                params=[Param(key, str(value)) for key, value in record.params.items()],
+            )
+            self.client.set_terminated(run_id, status="FINISHED")
+
+    def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
+        """Terminate runs with `status`; a reason, where given, is the run's failure_reason."""
+        for run_id, reason in reasons.items():
+            if reason:
+                self.client.set_tag(run_id, "failure_reason", reason[:5000])
+            self.client.set_terminated(run_id, status=status)
+
+
+class SqlWriter:
+    """Straight into MLflow's SQL store through its own models, one transaction per call:
+    a job's K runs start in one transaction and end in another, instead of six per run."""
+
+    def __init__(self, client):
+        self.client = client  # pickles, unlike its store: launchers ship trackers to workers
+
+    @property
+    def store(self):
+        """The client's store (MLflow keeps one per URI)."""
+        return self.client._tracking_client.store
+
+    def start_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]
+                   ) -> list[tuple[str, str]]:
+        from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+        from mlflow.utils.uri import append_to_uri_path
+
+        experiment = self.store.get_experiment(experiment_id)
+        if experiment.lifecycle_stage != "active":
+            raise ValueError(f"experiment {experiment_id} is deleted")
+        now, started, rows = _now(), [], []
+        for name, tags in runs:
+            run_id = uuid.uuid4().hex
+            artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
+            _, tags = _validated({}, {**tags, "mlflow.runName": name})
+            rows.append(SqlRun(
+                run_uuid=run_id, name=name, artifact_uri=artifact_uri,
+                experiment_id=experiment_id, source_type="UNKNOWN", source_name="",
+                entry_point_name="", user_id=tags.get("mlflow.user", "unknown"),
+                status="RUNNING", start_time=now, end_time=None, deleted_time=None,
+                source_version="", lifecycle_stage="active",
+                tags=[SqlTag(key=key, value=value) for key, value in tags.items()],
+            ))
+            started.append((run_id, artifact_uri))
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            session.add_all(rows)
+        return started
+
+    def finish_runs(self, records: dict[str, RunRecord]) -> None:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam
+
+        rows = []
+        for run_id, record in records.items():
+            now = _now()
+            entries = list(dict.fromkeys(_entries(record)))  # MLflow drops repeated entries
+            params, _ = _validated(record.params, {}, [(key, value, now, step)
+                                                       for key, value, step in entries])
+            latest: dict[str, SqlMetric] = {}
+            for key, value, step in entries:
+                is_nan, stored = self.store.sanitize_metric_value(value)
+                metric = SqlMetric(run_uuid=run_id, key=key, value=stored, timestamp=now,
+                                   step=step, is_nan=is_nan)
+                rows.append(metric)
+                held = latest.get(key)
+                if held is None or (step, now, stored) > (held.step, held.timestamp, held.value):
+                    latest[key] = metric
+            rows += [SqlLatestMetric(run_uuid=run_id, key=m.key, value=m.value,
+                                     timestamp=m.timestamp, step=m.step, is_nan=m.is_nan)
+                     for m in latest.values()]
+            rows += [SqlParam(run_uuid=run_id, key=key, value=value)
+                     for key, value in params.items()]
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            self._terminate(session, list(records), "FINISHED")
+            session.add_all(rows)
+
+    def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
+        from mlflow.store.tracking.dbmodels.models import SqlTag
+
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            self._terminate(session, list(reasons), status)
+            for run_id, reason in reasons.items():
+                if reason:
+                    session.merge(SqlTag(run_uuid=run_id, key="failure_reason",
+                                         value=reason[:5000]))
+
+    @staticmethod
+    def _terminate(session, run_ids: list[str], status: str) -> None:
+        """Set status and end time of active runs; fail (rolling back) if any is not active."""
+        from mlflow.store.tracking.dbmodels.models import SqlRun
+
+        updated = (
+            session.query(SqlRun)
+            .filter(SqlRun.run_uuid.in_(run_ids), SqlRun.lifecycle_stage == "active")
+            .update({SqlRun.status: status, SqlRun.end_time: _now()},
+                    synchronize_session=False)
+        )
+        if updated != len(set(run_ids)):
+            raise ValueError(f"{len(set(run_ids)) - updated} of the runs are gone or deleted")
+
+
+def _entries(record: RunRecord) -> list[tuple[str, float, int]]:
+    """A run's metric entries (key, value, step): its metrics at step 0, then its curve."""
+    entries = [(key, float(value), 0) for key, value in record.metrics.items()]
+    return entries + [("train_loss", float(loss), int(step)) for step, loss in record.curve]
+
+
+def _validated(params: dict[str, Any], tags: dict[str, str],
+               metrics: list[tuple[str, float, int, int]] = ()
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """Params and tags as MLflow's client would store them (long values truncated), after its
+    own checks of every key and value."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.validation import _validate_batch_log_data
+
+    _, checked_params, checked_tags = _validate_batch_log_data(
+        [Metric(*entry) for entry in metrics],
+        [Param(key, str(value)) for key, value in params.items()],
+        [RunTag(key, value) for key, value in tags.items()],
+    )
+    return ({p.key: p.value for p in checked_params}, {t.key: t.value for t in checked_tags})
+
+
+def writer_for(client):
+    """The SQL writer when the client's store is a database reached directly, else the
+    client writer."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    writer = SqlWriter(client)
+    return writer if isinstance(writer.store, SqlAlchemyStore) else ClientWriter(client)
