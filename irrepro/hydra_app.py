@@ -39,13 +39,17 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         dataset = prepare_job(typed)  # bad data or a bad module: answered before MLflow
         hydra_config = HydraConfig.get()
         tracker = tracker_for(typed, hydra_config.runtime.cwd)
+        job_id = None
         if hydra_config.mode != RunMode.MULTIRUN:
             tracker.end_stale_runs()
+        elif os.environ.get(tracking.SWEEP_ID_ENV):
+            # The job's place in the sweep: the same for every attempt of it.
+            job_id = f"{os.environ[tracking.SWEEP_ID_ENV]}-{hydra_config.job.num}"
     except (ConfigError, DataError, ModuleError, tracking.TrackingError) as error:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    summary = run_job(typed, tracker, dataset)
+    summary = run_job(typed, tracker, dataset, job_id)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
 
@@ -55,13 +59,15 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
 
 def job_outcomes(children: list) -> tuple[int, int]:
     """(finished, failed) jobs among a parent's child runs, grouped by their `job_id` tag: a job
-    failed when any of its runs did not finish. Jobs that trained nothing have no runs."""
-    statuses: dict[str, set[str]] = {}
+    finished when each of its seeds has a FINISHED run, whatever an earlier attempt of it (a
+    SLURM requeue) left. Jobs that trained nothing have no runs."""
+    seeds: dict[str, dict[str, bool]] = {}
     for run in children:
-        job = run.data.tags.get("job_id", run.info.run_id)
-        statuses.setdefault(job, set()).add(run.info.status)
-    failed = sum(1 for seen in statuses.values() if seen != {"FINISHED"})
-    return len(statuses) - failed, failed
+        job = seeds.setdefault(run.data.tags.get("job_id", run.info.run_id), {})
+        seed = run.data.tags.get("seed", run.info.run_id)
+        job[seed] = job.get(seed, False) or run.info.status == "FINISHED"
+    failed = sum(1 for done in seeds.values() if not all(done.values()))
+    return len(seeds) - failed, failed
 
 
 class MlflowSweepCallback(Callback):

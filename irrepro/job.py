@@ -68,10 +68,12 @@ def prepare_job(config: Config) -> Dataset:
 
 
 def run_job(
-    config: Config, tracker: tracking.Tracker, dataset: Dataset | None = None
+    config: Config, tracker: tracking.Tracker, dataset: Dataset | None = None,
+    job_id: str | None = None,
 ) -> JobSummary:
     """Train and log every seed of `config` (`job_seeds`) not yet FINISHED; `dataset` is what
-    `prepare_job` returned for it, when the caller already prepared the job."""
+    `prepare_job` returned for it, when the caller already prepared the job. Its runs are
+    tagged `job_id` (a new one unless given: a sweep gives each job its place in it)."""
     group = group_key(config)
     summary = JobSummary(group)
     dataset = dataset or prepare_job(config)
@@ -86,7 +88,7 @@ def run_job(
         )
     if not todo:
         return summary
-    open_runs = start_runs(config, todo, group, dataset.digest, tracker)
+    open_runs = start_runs(config, todo, group, dataset.digest, tracker, job_id)
     try:
         with _sigterm_raises():
             _train_and_log(config, todo, dataset, tracker, open_runs, summary)
@@ -129,11 +131,11 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-def start_runs(config, seeds, group, data_digest, tracker) -> dict[int, str]:
+def start_runs(config, seeds, group, data_digest, tracker, job_id=None) -> dict[int, str]:
     """One RUNNING run per seed, tagged with what identifies it, under the sweep's parent."""
     sweep_id = os.environ.get(tracking.SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
-    job_id = uuid.uuid4().hex[:12]
+    job_id = job_id or uuid.uuid4().hex[:12]
     runs = []
     for seed in seeds:
         single = replica_config(config, seed)

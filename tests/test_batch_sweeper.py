@@ -232,7 +232,8 @@ def test_batched_sweep_logs_what_one_job_per_seed_logs(two_stores):
     batched, single = children_by_seed(batch), children_by_seed(basic)
     assert sorted(batched) == sorted(single)
     assert {seed for _, seed in batched} == {0, 1, 2} and len(batched) == 6
-    assert len({run.data.tags["job_id"] for run in batched.values()}) == 2
+    sweep = next(iter(batched.values())).data.tags["sweep_id"]
+    assert {run.data.tags["job_id"] for run in batched.values()} == {f"{sweep}-0", f"{sweep}-1"}
     for key, run in batched.items():
         other = single[key]
         assert run.data.params == other.data.params

@@ -2,11 +2,13 @@
 
 import signal
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
 
+from irrepro.hydra_app import job_outcomes
 from tests.cli import client, runs, start_train, train
 
 
@@ -121,6 +123,20 @@ def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
     assert parent.info.status == "FAILED"
     assert parent.data.tags["failure_reason"] == "1 of 2 jobs failed"
     assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"]) == ("1", "1")
+
+
+def test_a_job_whose_requeued_attempt_finished_every_seed_counts_as_finished():
+    def run(job, seed, status):
+        return SimpleNamespace(data=SimpleNamespace(tags={"job_id": job, "seed": str(seed)}),
+                               info=SimpleNamespace(status=status, run_id=f"{job}{seed}"))
+
+    children = [
+        run("s-0", 0, "KILLED"), run("s-0", 1, "KILLED"),  # the attempt SLURM requeued
+        run("s-0", 0, "FINISHED"), run("s-0", 1, "FINISHED"),  # the next attempt
+        run("s-1", 2, "FINISHED"), run("s-1", 3, "FAILED"),
+        run("s-2", 4, "KILLED"),
+    ]
+    assert job_outcomes(children) == (1, 2)
 
 
 def test_an_interrupted_run_ends_killed_and_is_redone(tmp_path):
