@@ -23,7 +23,7 @@ from irrepro.modules import ModuleError
 log = logging.getLogger(__name__)
 
 
-def tracker_for(config: Config, cwd: str) -> tracking.Tracker:
+def tracker_for(config: Config | DictConfig, cwd: str) -> tracking.Tracker:
     """The tracker a config points at, relative paths taken from `cwd` (where the user ran)."""
     uri = tracking.resolve_uri(config.tracking.uri, cwd)
     return tracking.Tracker(uri, config.tracking.experiment)
@@ -70,6 +70,34 @@ def job_outcomes(children: list) -> tuple[int, int]:
     return len(seeds) - failed, failed
 
 
+def check_sweep(config: DictConfig) -> None:
+    """Compose and check the config of each configuration a multirun sweeps (each value of
+    every swept key but `seed`, whose values the sweeper checks) before any job starts;
+    a ConfigError names the configuration's overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [
+        override
+        for override in OverridesParser.create().parse_overrides(
+            list(config.hydra.overrides.task))
+        if not (override.get_key_element() == "seed" and override.is_sweep_override())
+    ]
+    if not any(override.is_sweep_override() for override in overrides):
+        to_config(config)
+        return
+    swept = {override.get_key_element() for override in overrides
+             if override.is_sweep_override()}
+    loader = GlobalHydra.instance().config_loader()
+    for job in BasicSweeper.split_arguments(overrides, None)[0]:
+        try:
+            to_config(loader.load_sweep_config(config, job))
+        except ConfigError as error:
+            values = " ".join(value for value in job if value.split("=", 1)[0] in swept)
+            raise ConfigError(f"{values}: {error}") from None
+
+
 class MlflowSweepCallback(Callback):
     """Creates the store and the parent run before any job starts, and ends it afterwards.
 
@@ -83,7 +111,8 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
-            self.tracker = tracker_for(to_config(config), config.hydra.runtime.cwd)
+            check_sweep(config)
+            self.tracker = tracker_for(config, config.hydra.runtime.cwd)
         except (ConfigError, tracking.TrackingError) as error:
             # Hydra turns a callback's Exception into a warning: no job may run without a parent.
             print(f"train.py: error: {error}", file=sys.stderr)

@@ -110,6 +110,16 @@ def test_bad_input_fails_before_training_naming_the_key(tmp_path, override, key)
     assert runs(tmp_path) == []
 
 
+def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):
+    result = train(["-m", "optimizer.lr=0.1,0", "activation=relu,smelu", "seed=0,1"],
+                   tmp_path, check=False)
+    assert result.returncode == 2
+    error = "error: optimizer.lr=0 activation=relu: optimizer.lr=0.0 must be > 0.0\n"
+    assert error in result.stderr
+    assert "Launching" not in result.stdout + result.stderr
+    assert runs(tmp_path) == []
+
+
 def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
     result = train(["-m", "optimizer.lr=0.1,1e12"], tmp_path)
     assert result.returncode == 0
