@@ -90,8 +90,8 @@ def run_job(
         return summary
     open_runs = start_runs(config, todo, group, dataset.digest, tracker, job_id)
     try:
-        with _sigterm_raises():
-            _train_and_log(config, todo, dataset, tracker, open_runs, summary)
+        with _sigterm_raises() as check_terminated:
+            _train_and_log(config, todo, dataset, tracker, open_runs, summary, check_terminated)
     except BaseException as error:
         # Nothing stays RUNNING: interrupted runs (Ctrl-C, SIGTERM from scancel or preemption,
         # submitit's exit before a requeue) are KILLED, the rest FAILED with the reason.
@@ -115,18 +115,28 @@ class Terminated(Exception):
 def _sigterm_raises():
     """While training, SIGTERM raises Terminated (an Exception, so Hydra and submitit still
     report the job as failed); the previous handler is back afterwards. Only the main thread
-    takes signals: elsewhere nothing changes."""
+    takes signals: elsewhere nothing changes.
+
+    Yields a check that raises Terminated once a SIGTERM has come: Python drops an exception
+    raised while a finalizer runs (a garbage-collected object's), so the job checks again
+    after training, before it logs anything."""
+    received: list[int] = []
 
     def terminate(signum, frame):
+        received.append(signum)
         raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    def check() -> None:
+        if received:
+            raise Terminated(f"signal {signal.Signals(received[0]).name}")
 
     try:
         previous = signal.signal(signal.SIGTERM, terminate)
     except ValueError:  # not the main thread
-        yield
+        yield check
         return
     try:
-        yield
+        yield check
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -152,12 +162,14 @@ def start_runs(config, seeds, group, data_digest, tracker, job_id=None) -> dict[
     return dict(zip(seeds, tracker.start_runs(runs), strict=True))
 
 
-def _train_and_log(config, seeds, dataset, tracker, open_runs, summary) -> None:
+def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_terminated
+                   ) -> None:
     """Train the seeds together, then end the runs: the failed replicas FAILED with their
     reasons, the rest FINISHED with their results, all at once."""
     started = time.perf_counter()
     results = train_replicas(config, seeds, dataset)
     train_seconds = time.perf_counter() - started
+    check_terminated()
     failed = {result.seed: result.failure for result in results if result.failure}
     for seed, failure in failed.items():
         log.error("seed %d failed: %s", seed, failure)

@@ -11,6 +11,7 @@ from irrepro.data import make_dataset
 from irrepro.job import run_job
 from irrepro.report import analyze
 from irrepro.tracking import Tracker
+from tests.cli import store_uri
 from tests.conftest import make_config
 
 
@@ -18,7 +19,7 @@ from tests.conftest import make_config
 def store(tmp_path_factory):
     """Two groups of 3 seeds each, plus a failed run, a foreign-data run and a bare run."""
     folder = tmp_path_factory.mktemp("store")
-    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "analysis")
+    tracker = Tracker(store_uri(folder), "analysis")
     relu = make_config(replicas=3, **{"activation.name": "relu"})
     smelu = make_config(replicas=3, **{"activation.name": "smelu"})
     run_job(relu, tracker)
@@ -79,14 +80,14 @@ def test_summary_keeps_label_and_varying_columns_only(store):
 
 
 def test_a_single_run_group_is_reported_not_dropped(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "single")
+    tracker = Tracker(store_uri(tmp_path), "single")
     run_job(make_config(), tracker)
     frame = analysis.summary_frame(analysis.build_groups(tracker, analysis.select_runs(tracker)))
     assert len(frame) == 1 and frame["n_runs"][0] == 1 and np.isnan(frame["pd"][0])
 
 
 def test_a_seed_retrained_with_force_counts_once(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "force")
+    tracker = Tracker(store_uri(tmp_path), "force")
     run_job(make_config(replicas=2), tracker)
     run_job(make_config(replicas=2, force=True), tracker)
     selection = analysis.select_runs(tracker)
@@ -96,7 +97,7 @@ def test_a_seed_retrained_with_force_counts_once(tmp_path):
 
 
 def test_an_analysis_with_no_group_left_says_why(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "empty")
+    tracker = Tracker(store_uri(tmp_path), "empty")
     summary = run_job(make_config(), tracker)
     tracker.client.set_tag(summary.finished[0], "data_hash", "other")
     with pytest.raises(analysis.AnalysisError, match="1 different data hash"):

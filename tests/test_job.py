@@ -1,14 +1,20 @@
 """A job's runs always end: FINISHED, FAILED with a reason, or KILLED."""
 
+import os
+import signal
+import time
+
 import pytest
 
+from irrepro import job
 from irrepro.job import run_job
 from irrepro.tracking import Tracker
+from tests.cli import store_uri
 from tests.conftest import make_config
 
 
 def test_a_crash_while_logging_fails_every_open_run(tmp_path, monkeypatch):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "crash")
+    tracker = Tracker(store_uri(tmp_path), "crash")
 
     def full(records):
         raise OSError("disk full")
@@ -22,3 +28,26 @@ def test_a_crash_while_logging_fails_every_open_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     summary = run_job(make_config(replicas=3), tracker)  # the next run redoes them all
     assert sorted(summary.finished) == [0, 1, 2] and summary.skipped == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop
+def test_a_sigterm_whose_exception_a_finalizer_dropped_still_kills_the_runs(tmp_path,
+                                                                             monkeypatch):
+    tracker = Tracker(store_uri(tmp_path), "dropped")
+    train = job.train_replicas
+
+    class SignalsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler raises here, and Python drops the exception
+
+    def training(*args):
+        SignalsWhenCollected()  # collected at once, while training
+        return train(*args)
+
+    monkeypatch.setattr(job, "train_replicas", training)
+    with pytest.raises(job.Terminated, match="SIGTERM"):
+        run_job(make_config(replicas=2), tracker)
+    runs = tracker.search("")
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
+    assert {r.data.tags["failure_reason"] for r in runs} == {"Terminated: signal SIGTERM"}

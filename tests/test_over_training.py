@@ -12,7 +12,7 @@ from irrepro.report import analyze, readable_summary
 from irrepro.schedule import checkpoint_steps
 from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
 from irrepro.training import total_steps
-from tests.cli import ROOT
+from tests.cli import ROOT, store_uri
 from tests.conftest import make_config
 
 CHECKPOINT_COUNT = 6
@@ -22,7 +22,7 @@ CHECKPOINT_COUNT = 6
 def study(tmp_path_factory):
     """Three seeds under each randomness source, with checkpoints; one group without them."""
     folder = tmp_path_factory.mktemp("over_training")
-    tracker = Tracker(f"sqlite:///{folder}/mlflow.db", "over_training")
+    tracker = Tracker(store_uri(folder), "over_training")
     configs = {
         mode: make_config(replicas=3, **{"randomness.name": mode, "randomness.window": 64,
                                          "train.checkpoints": CHECKPOINT_COUNT})

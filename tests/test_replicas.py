@@ -10,6 +10,7 @@ import pytest
 from irrepro.config import ACTIVATIONS, OPTIMIZERS
 from irrepro.data import make_dataset
 from irrepro.training import train_replicas
+from tests.cli import store_uri
 from tests.conftest import make_config
 
 # Awkward sizes: a partial last batch (203 = 6 * 32 + 11), odd dim, odd n_test, odd widths.
@@ -93,7 +94,7 @@ def test_a_replicas_logged_run_is_the_single_runs_read_back_through_mlflow(tmp_p
     from irrepro.job import run_job
     from irrepro.tracking import CHECKPOINTS, CONFIG_FILE, PREDICTIONS, Tracker
 
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "replicas")
+    tracker = Tracker(store_uri(tmp_path), "replicas")
     config = make_config(**{**AWKWARD, "model.name": "mlp", "activation.name": "gelu"})
     stacked = run_job(dataclasses.replace(config, seed=3, replicas=3), tracker).finished
     alone = run_job(dataclasses.replace(config, seed=4, force=True), tracker).finished

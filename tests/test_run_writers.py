@@ -8,6 +8,7 @@ from mlflow.exceptions import MlflowException
 from irrepro import tracking
 from irrepro.job import run_job
 from irrepro.run_writers import ClientWriter, RunRecord, SqlWriter
+from tests.cli import store_uri
 from tests.conftest import make_config
 
 # Identify the writing process or job, not the run.
@@ -27,7 +28,7 @@ def writer_pair(uri):
 @pytest.fixture
 def trackers(tmp_path, monkeypatch):
     monkeypatch.setenv(tracking.SWEEP_ID_ENV, "sweep")
-    return writer_pair(f"sqlite:///{tmp_path}/mlflow.db")
+    return writer_pair(store_uri(tmp_path))
 
 
 def comparable(value):

@@ -14,7 +14,7 @@ from irrepro.config import register_configs, to_config
 from irrepro.job import run_job
 from irrepro.report import analyze
 from irrepro.tracking import Tracker
-from tests.cli import ROOT
+from tests.cli import ROOT, store_uri
 
 EVERY_STUDY = {"pd_by_activation", "pd_over_training", "tradeoff", "ensemble_pd",
                "pd_by_teacher_probability"}
@@ -47,7 +47,7 @@ def test_the_studies_are_the_ones_make_figures_runs():
 @pytest.mark.parametrize("study", sorted(PROMISED))
 def test_each_study_writes_the_figures_its_kind_promises(study, tmp_path):
     register_configs()
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", study)
+    tracker = Tracker(store_uri(tmp_path), study)
     for point in corner_of_grid(study):
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             config = to_config(compose(
