@@ -27,18 +27,23 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-class ClientWriter:
-    """Through MLflow's client, run by run: a tracking server, or any other store."""
+def _once(call, *args, **kwargs):
+    return call(*args, **kwargs)
 
-    def __init__(self, client):
-        self.client = client
+
+class ClientWriter:
+    """Through MLflow's client, run by run: a tracking server, or any other store. `retry`
+    makes each call (`retry(call, *args)`), so that a retry never repeats an earlier one."""
+
+    def __init__(self, client, retry=_once):
+        self.client, self.retry = client, retry
 
     def start_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]
                    ) -> list[tuple[str, str]]:
         """New RUNNING runs from (name, tags); returns (run id, artifact URI) of each."""
         started = []
         for name, tags in runs:
-            run = self.client.create_run(experiment_id, tags=tags, run_name=name)
+            run = self.retry(self.client.create_run, experiment_id, tags=tags, run_name=name)
             started.append((run.info.run_id, run.info.artifact_uri))
         return started
 
@@ -48,27 +53,29 @@ class ClientWriter:
 
         for run_id, record in records.items():
             now = _now()
-            self.client.log_batch(
-                run_id,
+            self.retry(
+                self.client.log_batch, run_id,
                 metrics=[Metric(key, value, now, step) for key, value, step in _entries(record)],
                 params=[Param(key, str(value)) for key, value in record.params.items()],
             )
-            self.client.set_terminated(run_id, status="FINISHED")
+            self.retry(self.client.set_terminated, run_id, status="FINISHED")
 
     def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
         """Terminate runs with `status`; a reason, where given, is the run's failure_reason."""
         for run_id, reason in reasons.items():
             if reason:
-                self.client.set_tag(run_id, "failure_reason", reason[:5000])
-            self.client.set_terminated(run_id, status=status)
+                self.retry(self.client.set_tag, run_id, "failure_reason", reason[:5000])
+            self.retry(self.client.set_terminated, run_id, status=status)
 
 
 class SqlWriter:
     """Straight into MLflow's SQL store through its own models, one transaction per call:
-    a job's K runs start in one transaction and end in another, instead of six per run."""
+    a job's K runs start in one transaction and end in another, instead of six per run.
+    `retry` makes each transaction (`retry(call)`), whole: a failed one leaves nothing."""
 
-    def __init__(self, client):
+    def __init__(self, client, retry=_once):
         self.client = client  # pickles, unlike its store: launchers ship trackers to workers
+        self.retry = retry
 
     @property
     def store(self):
@@ -97,8 +104,7 @@ class SqlWriter:
                 tags=[SqlTag(key=key, value=value) for key, value in tags.items()],
             ))
             started.append((run_id, artifact_uri))
-        with self.store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+        self.retry(self._transaction, lambda session: session.add_all(rows))
         return started
 
     def finish_runs(self, records: dict[str, RunRecord]) -> None:
@@ -124,19 +130,28 @@ class SqlWriter:
                      for m in latest.values()]
             rows += [SqlParam(run_uuid=run_id, key=key, value=value)
                      for key, value in params.items()]
-        with self.store.ManagedSessionMaker(read_only=False) as session:
+        def finish(session):
             self._terminate(session, list(records), "FINISHED")
             session.add_all(rows)
+
+        self.retry(self._transaction, finish)
 
     def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
         from mlflow.store.tracking.dbmodels.models import SqlTag
 
-        with self.store.ManagedSessionMaker(read_only=False) as session:
+        def end(session):
             self._terminate(session, list(reasons), status)
             for run_id, reason in reasons.items():
                 if reason:
                     session.merge(SqlTag(run_uuid=run_id, key="failure_reason",
                                          value=reason[:5000]))
+
+        self.retry(self._transaction, end)
+
+    def _transaction(self, write) -> None:
+        """`write(session)` in one transaction of the store: committed, or rolled back."""
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            write(session)
 
     @staticmethod
     def _terminate(session, run_ids: list[str], status: str) -> None:
@@ -175,10 +190,10 @@ def _validated(params: dict[str, Any], tags: dict[str, str],
     return ({p.key: p.value for p in checked_params}, {t.key: t.value for t in checked_tags})
 
 
-def writer_for(client):
+def writer_for(client, retry=_once):
     """The SQL writer when the client's store is a database reached directly, else the
     client writer."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    writer = SqlWriter(client)
-    return writer if isinstance(writer.store, SqlAlchemyStore) else ClientWriter(client)
+    writer = SqlWriter(client, retry)
+    return writer if isinstance(writer.store, SqlAlchemyStore) else ClientWriter(client, retry)

@@ -88,7 +88,7 @@ class Tracker:
         with _store_lock(uri):
             try:
                 self.client = MlflowClient(tracking_uri=uri)
-                self.writer = writer_for(self.client)
+                self.writer = writer_for(self.client, _retrying)
                 self.experiment_id = self._experiment_id(experiment, create)
             except TrackingError:
                 raise
@@ -146,8 +146,8 @@ class Tracker:
         """New RUNNING runs from (name, tags), tagged with this process so a dead one can be
         found later; returns their ids."""
         mark = {"irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
-        started = _retrying(self.writer.start_runs, self.experiment_id,
-                            [(name, {**tags, **mark}) for name, tags in runs])
+        started = self.writer.start_runs(self.experiment_id,
+                                         [(name, {**tags, **mark}) for name, tags in runs])
         self._artifact_uris.update(started)
         return [run_id for run_id, _ in started]
 
@@ -163,7 +163,7 @@ class Tracker:
             return
         for run_id in records:
             self._write_artifacts(run_id, files[run_id])
-        _retrying(self.writer.finish_runs, records)
+        self.writer.finish_runs(records)
 
     def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
         """The files straight into the run's artifact folder when it is local (a path or a
@@ -184,7 +184,7 @@ class Tracker:
         reason as a tag."""
         for run_id in reasons:
             self._artifact_uris.pop(run_id, None)
-        _retrying(self.writer.end_runs, reasons, status)
+        self.writer.end_runs(reasons, status)
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate one run (see `end_runs`)."""
