@@ -179,15 +179,14 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_te
         summary.failed.update(failed)
         for seed in failed:
             del open_runs[seed]
+    trained = [result for result in results if not result.failure]
     records, files = {}, {}
-    for result in results:
-        if not result.failure:
-            run_id = open_runs[result.seed]
-            records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds)
+    for result in trained:
+        run_id = open_runs[result.seed]
+        records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds)
     tracker.finish_runs(records, files)
-    for result in results:
-        if not result.failure:
-            summary.finished[result.seed] = open_runs.pop(result.seed)
+    for result in trained:
+        summary.finished[result.seed] = open_runs.pop(result.seed)
 
 
 def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_seconds: float
