@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from irrepro import metrics
+from irrepro import metrics, uncertainty
 from irrepro.config import Config, flatten, run_params, to_config
 from irrepro.data import Dataset, make_dataset
 from irrepro.modules import ModuleError
@@ -62,6 +62,7 @@ class Group:
     key: str
     config: Config
     run_ids: list[str]
+    seeds: list[int]
     predictions: np.ndarray
     run_metrics: dict[str, np.ndarray]
     checkpoints: tuple[np.ndarray, np.ndarray] | None = None
@@ -227,6 +228,7 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
             key=key,
             config=config,
             run_ids=[run.info.run_id for run, _ in kept],
+            seeds=[int(run.data.tags["seed"]) for run, _ in kept],
             predictions=np.stack([a.predictions for _, a in kept]),
             run_metrics={
                 name: np.array([run.data.metrics.get(name, np.nan) for run, _ in kept])
@@ -257,10 +259,15 @@ def _latest_per_seed(members: list, selection: Selection) -> list:
     return list(latest.values())
 
 
-def _group_columns(group: Group) -> dict[str, Any]:
+def config_columns(group: Group) -> dict[str, Any]:
+    """The group's config as dotted keys, without the seed."""
     params = run_params(group.config)
     params.pop("seed")
-    columns = {"group_key": group.key, **flatten(params)}
+    return flatten(params)
+
+
+def _group_columns(group: Group) -> dict[str, Any]:
+    columns = {"group_key": group.key, **config_columns(group)}
     columns["n_params"] = group.n_params
     columns["n_runs"] = len(group.run_ids)
     return columns
@@ -284,32 +291,79 @@ def has_teacher(group: Group) -> bool:
     return make_dataset(group.config.data).p_test is not None
 
 
-def summarize(group: Group, n_boot: int = 200) -> dict[str, Any]:
-    """One summary row: the group's config, its disagreement with a CI, its run metrics (those
-    the runs have: no excess log loss without a teacher)."""
+def disagreement_intervals(P: np.ndarray, statistics: tuple[str, ...] = uncertainty.PAIR_STATISTICS
+                           ) -> dict[str, float]:
+    """For each pair statistic (PD, relative PD, L2 PD, churn) its 95% interval over seeds
+    and test examples (`<name>_low`, `<name>_high`; NaN below 3 seeds) and over the test
+    examples alone (`<name>_low_examples`, ...); and the seeds PD's interval would need for a
+    half-width of 10% (`seeds_for_10pct`)."""
+    row = {}
+    for name in statistics:
+        sample = uncertainty.sample(uncertainty.pair_values(P, name))
+        intervals = {"": sample.interval(), "_examples": sample.examples_interval()}
+        for suffix, bounds in intervals.items():
+            # L2 PD is the root of the mean squared difference: its bounds are the roots
+            low, high = np.sqrt(bounds) if name == "pd_l2" else bounds
+            row[f"{name}_low{suffix}"], row[f"{name}_high{suffix}"] = float(low), float(high)
+        if name == "pd":
+            row["seeds_for_10pct"] = sample.seeds_needed()
+    return row
+
+
+def quality_intervals(P: np.ndarray, dataset: Dataset, means: dict[str, float] | None = None
+                      ) -> dict[str, float]:
+    """Mean log loss, excess log loss (where there is a teacher) and accuracy of the runs P,
+    each with its 95% interval over seeds and test examples and over the examples alone:
+    `<name>_mean`, `<name>_low`, `<name>_high`, `<name>_low_examples`, ... Intervals are
+    centred on `means` where given (the runs' logged metrics), else on the mean of P's runs,
+    with their standard deviation over runs (`<name>_std`)."""
+    y = dataset.y_test
+    losses = np.stack([metrics.example_log_loss(p, y) for p in P])
+    values = {"log_loss": losses,
+              "accuracy": np.stack([metrics.example_correct(p, y) for p in P])}
+    if dataset.p_test is not None:
+        values["excess_log_loss"] = losses - metrics.example_log_loss(dataset.p_test, y)
+    row = {}
+    for name, per_example in values.items():
+        sample = uncertainty.sample(uncertainty.run_values(per_example), pairs=False)
+        if means is None:
+            center = sample.estimate
+            row[f"{name}_std"] = float(np.std(per_example.mean(axis=1)))
+        else:
+            center = means.get(name, sample.estimate)
+        row[f"{name}_mean"] = center
+        row[f"{name}_low"], row[f"{name}_high"] = sample.spread().interval(center)
+        row[f"{name}_low_examples"], row[f"{name}_high_examples"] = (
+            sample.examples_spread().interval(center))
+    return row
+
+
+def summarize(group: Group) -> dict[str, Any]:
+    """One summary row: the group's config, its disagreement with intervals, its run metrics
+    (those the runs have: no excess log loss without a teacher) with intervals."""
     row = _group_columns(group)
     if len(group.run_ids) >= 2:
         row.update(metrics.disagreement(group.predictions))
-        row["pd_low"], row["pd_high"] = metrics.bootstrap_ci(
-            group.predictions, metrics.pd_l1, n_boot=n_boot
-        )
+        row.update(disagreement_intervals(group.predictions))
     else:
-        for name in (*metrics.DISAGREEMENT_KEYS, "pd_low", "pd_high"):
+        for name in metrics.DISAGREEMENT_KEYS:
             row[name] = np.nan
+    means = {}
     for name, values in group.run_metrics.items():
         if name == "converged":  # every run met the rule; unknown for runs that predate it
             row["converged"] = bool(values.all()) if np.isfinite(values).all() else np.nan
             continue
         if np.isnan(values).all():  # excess log loss without a teacher
             continue
-        row[f"{name}_mean"] = float(np.mean(values))
+        means[name] = row[f"{name}_mean"] = float(np.mean(values))
         row[f"{name}_std"] = float(np.std(values))
+    row.update(quality_intervals(group.predictions, make_dataset(group.config.data), means))
     return row
 
 
-def by_step_rows(group: Group, n_boot: int = 200) -> list[dict[str, Any]]:
-    """Disagreement and run quality at each checkpoint of a group of 2 runs or more; the
-    excess log loss only where there is a teacher."""
+def by_step_rows(group: Group) -> list[dict[str, Any]]:
+    """Disagreement and run quality at each checkpoint of a group of 2 runs or more, PD and
+    run quality with their intervals; the excess log loss only where there is a teacher."""
     if group.checkpoints is None or len(group.run_ids) < 2:
         return []
     labels = _group_columns(group)
@@ -318,31 +372,30 @@ def by_step_rows(group: Group, n_boot: int = 200) -> list[dict[str, Any]]:
     rows = []
     for index, step in enumerate(steps):
         P = history[:, index]
-        pd_x = metrics.per_example_pd(P)
-        low, high = metrics.bootstrap_mean_ci(pd_x, n_boot=n_boot)
-        loss = np.array([metrics.log_loss(p, dataset.y_test) for p in P])
-        accuracy = np.array([metrics.accuracy(p, dataset.y_test) for p in P])
-        row = {
-            **labels, "step": int(step), "pd": float(pd_x.mean()), "pd_low": low, "pd_high": high,
-            "pd_relative": metrics.pd_relative(P), "churn": metrics.churn(P),
-            "log_loss_mean": float(loss.mean()), "log_loss_std": float(loss.std()),
-        }
-        if dataset.p_test is not None:
-            excess = loss - metrics.log_loss(dataset.p_test, dataset.y_test)
-            row["excess_log_loss_mean"] = float(excess.mean())
-            row["excess_log_loss_std"] = float(excess.std())
-        row["accuracy_mean"], row["accuracy_std"] = float(accuracy.mean()), float(accuracy.std())
+        row = {**labels, "step": int(step), "pd": metrics.pd_l1(P),
+               "pd_relative": metrics.pd_relative(P), "churn": metrics.churn(P)}
+        row.update(disagreement_intervals(P, ("pd",)))
+        row.update(quality_intervals(P, dataset))
         rows.append(row)
     return rows
 
 
 def ensemble_rows(group: Group) -> list[dict[str, Any]]:
-    """Disagreement between ensembles of k runs, for k = 1, 2, 4, ..."""
+    """Disagreement between ensembles of k runs, for k = 1, 2, 4, ..., and their accuracy,
+    with intervals over the ensembles (as seeds) and the test examples."""
     if len(group.run_ids) < 2:
         return []
     labels = _group_columns(group)
-    y_test = make_dataset(group.config.data).y_test
-    return [{**labels, **row} for row in metrics.ensemble_disagreement(group.predictions, y_test)]
+    dataset = make_dataset(group.config.data)
+    rows = []
+    for row, (_, members) in zip(metrics.ensemble_disagreement(group.predictions, dataset.y_test),
+                                 metrics.ensembles(group.predictions), strict=True):
+        intervals = disagreement_intervals(members, ("pd",))
+        quality = quality_intervals(members, dataset)
+        rows.append({**labels, **row, "pd_low": intervals["pd_low"],
+                     "pd_high": intervals["pd_high"], "accuracy_low": quality["accuracy_low"],
+                     "accuracy_high": quality["accuracy_high"]})
+    return rows
 
 
 def per_example(group: Group, basis: str = "teacher") -> tuple[np.ndarray, np.ndarray]:

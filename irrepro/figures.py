@@ -86,7 +86,7 @@ def _part(key: str, value: object) -> str:
     return f"{parent.rsplit('.', 1)[-1] if leaf == 'name' else leaf}={text}"
 
 
-def _levels(column: pd.Series) -> list:
+def levels(column: pd.Series) -> list:
     """Distinct values of a column: canonical ones in canonical order, then the rest sorted."""
     canonical = CANONICAL.get(column.name, ())
     present = set(column.dropna())
@@ -94,7 +94,7 @@ def _levels(column: pd.Series) -> list:
 
 
 def _rank(column: pd.Series) -> pd.Series:
-    return column.astype(object).map({value: i for i, value in enumerate(_levels(column))})
+    return column.astype(object).map({value: i for i, value in enumerate(levels(column))})
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -120,6 +120,14 @@ def _style(i: int) -> dict:
     """Color and line style of the i-th series: ten colors, then the next line style."""
     linestyle = LINESTYLES[i // len(COLORS) % len(LINESTYLES)]
     return {"color": COLORS[i % len(COLORS)], "linestyle": linestyle}
+
+
+def _errors(rows: pd.DataFrame, name: str, center: str | None = None) -> list[pd.Series]:
+    """Error bar lengths below and above `center` (default: the column `name`) from the
+    interval columns `<name>_low` and `<name>_high`; none where the interval is unknown."""
+    center = rows[center or name]
+    return [(center - rows[f"{name}_low"]).clip(lower=0).fillna(0),
+            (rows[f"{name}_high"] - center).clip(lower=0).fillna(0)]
 
 
 def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
@@ -306,7 +314,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
     data = _with_pd(summary)
     if data["activation.name"].nunique() < 2:
         return None
-    activations = _levels(data["activation.name"])
+    activations = levels(data["activation.name"])
     keys = varying(data, exclude=("activation.name", "model.name"))
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, ["model.name", *panel_keys]))
@@ -319,9 +327,8 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
                 i = series.index(name)
                 offset = (i - (len(series) - 1) / 2) * width
                 x = rows["activation.name"].astype(object).map(activations.index) + offset
-                low = (rows["pd"] - rows["pd_low"]).clip(lower=0).fillna(0)
-                high = (rows["pd_high"] - rows["pd"]).clip(lower=0).fillna(0)
-                bars = ax.bar(x, rows["pd"], width, yerr=[low, high], capsize=2, label=name,
+                bars = ax.bar(x, rows["pd"], width, yerr=_errors(rows, "pd"), capsize=2,
+                              label=name,
                               color=_style(i)["color"], error_kw={"linewidth": 0.8})
                 for bar, done in zip(bars, _converged(rows), strict=True):
                     if not done:
@@ -370,8 +377,8 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
 
 
 def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD (95% CI band) and excess log loss (log loss where there is no teacher; +-1 std
-    band) against parameter count (log x).
+    """PD and excess log loss (log loss where there is no teacher), each with its 95% interval
+    over seeds and test examples as a band, against parameter count (log x).
 
     One line per varying config other than those that set the size (`SIZE_KEYS`), except
     that depth keeps lines of its own when the width varies as well.
@@ -381,10 +388,6 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     if data["n_params"].nunique() < 2:
         return None
     quality = _quality(data)
-    data = data.assign(
-        loss_low=data[f"{quality}_mean"] - data[f"{quality}_std"],
-        loss_high=data[f"{quality}_mean"] + data[f"{quality}_std"],
-    )
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
@@ -396,7 +399,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
                    order=order)
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
-                   band=("loss_low", "loss_high"), order=order)
+                   band=(f"{quality}_low", f"{quality}_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             lower.set_ylabel(f"{_loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
@@ -409,9 +412,9 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
 
 def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | Path, *,
                      study: str = "") -> Path | None:
-    """PD (95% CI band) and excess log loss (log loss where there is no teacher) against the
-    training step (symlog x: step 0 is the initialization), one line per group, in panels by
-    study factor. Groups that did not converge are hollow."""
+    """PD and excess log loss (log loss where there is no teacher), with 95% interval bands,
+    against the training step (symlog x: step 0 is the initialization), one line per group,
+    in panels by study factor. Groups that did not converge are hollow."""
     if by_step is None or by_step.empty:
         return None
     status = summary.set_index("group_key")["converged"] if "converged" in summary else None
@@ -429,7 +432,8 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             if loss:
-                _lines(lower, rows, line_keys, "step", loss, order=order)
+                _lines(lower, rows, line_keys, "step", loss, order=order,
+                       band=(f"{quality}_low", f"{quality}_high"))
                 lower.set_ylabel(f"{_loss_label(quality)} (nats)")
                 positive = (data[loss] > 0).all()
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
@@ -442,14 +446,15 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
 
 
 def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD against excess log loss (log loss where there is no teacher), one point per group:
-    color = activation, marker = model, hollow = not converged."""
+    """PD against excess log loss (log loss where there is no teacher), one point per group
+    with its 95% intervals as grey bars: color = activation, marker = model, hollow = not
+    converged."""
     data = _with_pd(summary)
     if len(data) < 2:
         return None
     quality = f"{_quality(data)}_mean"
-    activations = _levels(data["activation.name"])
-    models = _levels(data["model.name"])
+    activations = levels(data["activation.name"])
+    models = levels(data["model.name"])
     title = f"PD vs {_loss_label(quality.removesuffix('_mean'))}"
     with _figure(path, _title(study, title)) as (fig, (ax,)):
         for model_index, model in enumerate(models):
@@ -457,6 +462,9 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
             colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
             faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
                                                                strict=True)]
+            ax.errorbar(rows[quality], rows["pd"], xerr=_errors(rows, _quality(data), quality),
+                        yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
+                        elinewidth=0.8, zorder=1)
             ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
                        marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
         handles = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", linestyle="",
@@ -517,7 +525,8 @@ def pd_by_teacher_probability(
 
 
 def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD and accuracy against ensemble size k (log2 x), one line per group.
+    """PD and accuracy against ensemble size k (log2 x), one line per group, with 95%
+    interval bands over the ensembles and the test examples.
 
     Keeps the TOP_GROUPS groups with the highest PD of single models, and says so in the title.
     Needs at least 2 ensemble sizes.
@@ -530,8 +539,9 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
     keys = varying(data)
     order = _series_labels(data, keys)
     with _figure(path, _title(study, title), 2) as (fig, axes):
-        _lines(axes[0], _with_pd(data), keys, "k", "pd", order=order)
-        _lines(axes[1], data, keys, "k", "accuracy", order=order)
+        _lines(axes[0], _with_pd(data), keys, "k", "pd", band=("pd_low", "pd_high"), order=order)
+        _lines(axes[1], data, keys, "k", "accuracy", band=("accuracy_low", "accuracy_high"),
+               order=order)
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
         axes[1].set_ylabel("accuracy (fraction correct)")
         for ax in axes:

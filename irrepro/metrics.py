@@ -1,4 +1,4 @@
-"""Irreproducibility metrics: per-run quality, cross-run disagreement, CIs and ensembles.
+"""Irreproducibility metrics: per-run quality, cross-run disagreement and ensembles.
 
 Predictions from R identically trained runs are stored as ``P`` with shape [R, N] (runs by
 test examples, the probability of label 1) for binary labels, or [R, N, C] for C classes (each
@@ -11,7 +11,7 @@ For C classes, runs i and j differ on an example by the total variation
 the analogous sums over classes (see each), and churn counts different top-1 labels.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -42,22 +42,33 @@ def _as_prediction(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return p, y
 
 
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy in float64, with probabilities clipped to [EPS, 1 - EPS]."""
+def example_log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each example's cross-entropy [N] in float64, with probabilities clipped to
+    [EPS, 1 - EPS]."""
     p, y = _as_prediction(p, y)
     p = np.clip(p, EPS, 1 - EPS)
     if p.ndim == 2:
-        return float(-np.mean(np.log(p[np.arange(y.size), y])))
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        return -np.log(p[np.arange(y.size), y])
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy in float64, with probabilities clipped to [EPS, 1 - EPS]."""
+    return float(np.mean(example_log_loss(p, y)))
+
+
+def example_correct(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each example's predicted label matches y [N]: p >= 0.5 for binary labels, the
+    top-1 class (ties to the lowest index) for C classes."""
+    p, y = _as_prediction(p, y)
+    if p.ndim == 2:
+        return p.argmax(axis=1) == y
+    return (p >= 0.5) == (y == 1)
 
 
 def accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of examples whose predicted label matches y: p >= 0.5 for binary labels,
-    the top-1 class (ties to the lowest index) for C classes."""
-    p, y = _as_prediction(p, y)
-    if p.ndim == 2:
-        return float(np.mean(p.argmax(axis=1) == y))
-    return float(np.mean((p >= 0.5) == (y == 1)))
+    """Fraction of examples whose predicted label matches y (see `example_correct`)."""
+    return float(np.mean(example_correct(p, y)))
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -107,7 +118,7 @@ def run_metrics(
     return result
 
 
-def _as_runs(P: np.ndarray) -> np.ndarray:
+def as_runs(P: np.ndarray) -> np.ndarray:
     """Return P as [R, N] or [R, N, C] with R >= 2 and C >= 3 (two classes become [R, N]),
     or raise ValueError."""
     P = _binary(np.asarray(P), 2)
@@ -134,7 +145,7 @@ def per_example_pd(P: np.ndarray) -> np.ndarray:
     Uses sum_{i<j} |p_i - p_j| = sum_k (2k - R - 1) p_(k) over the sorted values p_(k), per
     example and class.
     """
-    P = _as_runs(P)
+    P = as_runs(P)
     R = P.shape[0]
     weights = 2.0 * np.arange(1, R + 1) - R - 1
     ordered = np.sort(P, axis=0).astype(np.float64).reshape(R, -1)
@@ -149,7 +160,7 @@ def pd_l1(P: np.ndarray) -> float:
 
 def pd_l1_naive(P: np.ndarray) -> float:
     """Reference O(N R^2) pd_l1 with an explicit loop over run pairs, for tests and benchmarks."""
-    P = _as_runs(P).astype(np.float64)
+    P = as_runs(P).astype(np.float64)
     R, N = P.shape[:2]
     total = 0.0
     for i in range(R):
@@ -165,7 +176,7 @@ def pd_l2(P: np.ndarray) -> float:
     Uses sum_{i<j} (p_i - p_j)^2 = R sum p^2 - (sum p)^2 per example (and class), on values
     centered per example (the identity is shift invariant) to avoid cancellation.
     """
-    P = _as_runs(P).astype(np.float64)
+    P = as_runs(P).astype(np.float64)
     R, N = P.shape[:2]
     D = P - P.mean(axis=0)
     squared_sums = _class_total(R * np.sum(D * D, axis=0) - np.sum(D, axis=0) ** 2)
@@ -182,7 +193,7 @@ def pd_relative(P: np.ndarray, chunk_elements: int = CHUNK_ELEMENTS) -> float:
     of pairs holding about chunk_elements values each, which bounds memory (small,
     cache-sized chunks are also the fastest).
     """
-    P = _as_runs(P).astype(np.float64)
+    P = as_runs(P).astype(np.float64)
     R, N = P.shape[:2]
     rows_i, rows_j = np.triu_indices(R, k=1)
     pairs_per_chunk = max(1, chunk_elements // (P[0].size))
@@ -199,7 +210,7 @@ def pd_relative(P: np.ndarray, chunk_elements: int = CHUNK_ELEMENTS) -> float:
 def _per_example_churn(P: np.ndarray) -> np.ndarray:
     """Per-example fraction of run pairs whose predicted labels differ (0.5-thresholded for
     binary, top-1 for C classes), shape [N]."""
-    P = _as_runs(P)
+    P = as_runs(P)
     R = P.shape[0]
     if P.ndim == 2:
         positives = np.count_nonzero(P >= 0.5, axis=0).astype(np.float64)
@@ -219,7 +230,7 @@ def churn(P: np.ndarray) -> float:
 def per_example_std(P: np.ndarray) -> np.ndarray:
     """Standard deviation across runs (ddof=0) per example, averaged over classes for C
     classes, shape [N]."""
-    std = np.std(_as_runs(P), axis=0, dtype=np.float64)
+    std = np.std(as_runs(P), axis=0, dtype=np.float64)
     return std if std.ndim == 1 else std.mean(axis=1)
 
 
@@ -245,86 +256,34 @@ def disagreement(P: np.ndarray) -> dict[str, float]:
     }
 
 
-# Statistics that are means over examples of a per-example quantity; bootstrap_ci resamples
-# those per-example values directly instead of recomputing the statistic on resampled P.
-PER_EXAMPLE = {pd_l1: per_example_pd, churn: _per_example_churn}
-
-
-def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    """Central percentile interval of the bootstrap samples at the given level."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    alpha = (1 - level) / 2
-    low, high = np.quantile(samples, [alpha, 1 - alpha])
-    return float(low), float(high)
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, n_boot: int = 200, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-example values, resampling examples."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    n = values.size
-    means = np.array([values[rng.integers(0, n, n)].mean() for _ in range(n_boot)])
-    return _percentile_interval(means, level)
-
-
-def bootstrap_ci(
-    P: np.ndarray,
-    statistic: Callable[[np.ndarray], float],
-    n_boot: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
-    axis: str = "examples",
-) -> tuple[float, float]:
-    """Percentile bootstrap interval (low, high) of statistic(P), resampling examples or runs.
-
-    axis="examples" resamples columns with replacement; statistics listed in PER_EXAMPLE are
-    bootstrapped as means of their per-example values, computed once. axis="runs" resamples
-    rows with replacement: a run drawn twice forms pairs with itself that contribute zero
-    disagreement, which biases pairwise statistics slightly downward; this is accepted.
-    """
-    P = _as_runs(P)
-    if axis not in ("examples", "runs"):
-        raise ValueError(f"axis must be 'examples' or 'runs', got {axis!r}")
-    if axis == "examples" and statistic in PER_EXAMPLE:
-        return bootstrap_mean_ci(PER_EXAMPLE[statistic](P), n_boot, level, seed)
-    rng = np.random.default_rng(seed)
-    size = P.shape[1] if axis == "examples" else P.shape[0]
-    samples = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, size, size)
-        samples.append(statistic(P[:, idx] if axis == "examples" else P[idx]))
-    return _percentile_interval(np.array(samples), level)
-
-
-def ensemble_disagreement(
-    P: np.ndarray, y: np.ndarray, sizes: Sequence[int] | None = None
-) -> list[dict[str, int | float]]:
-    """Disagreement and quality of ensembles of k consecutive runs, for each k in sizes.
-
-    The runs are split in row order into floor(R / k) disjoint groups of k whose probabilities
-    (of each class, for C classes) are averaged; sizes default to 1, 2, 4, ... while 2k <= R.
-    """
-    P = _as_runs(P)
+def ensembles(P: np.ndarray, sizes: Sequence[int] | None = None
+              ) -> Iterator[tuple[int, np.ndarray]]:
+    """(k, E) for each ensemble size k in sizes: E [floor(R / k), ...] holds the ensembles of
+    k consecutive runs, their probabilities (of each class, for C classes) averaged; sizes
+    default to 1, 2, 4, ... while 2k <= R."""
+    P = as_runs(P)
     R = P.shape[0]
     if sizes is None:
         sizes = [2**e for e in range(R.bit_length()) if 2 ** (e + 1) <= R]
-    results = []
     for k in sizes:
         n_ensembles = R // k if k > 0 else 0
         if n_ensembles < 2:
             raise ValueError(f"ensemble size {k} must leave at least 2 ensembles of {R} runs")
         members = P[: n_ensembles * k].astype(np.float64)
-        E = members.reshape(n_ensembles, k, *P.shape[1:]).mean(axis=1)
-        results.append(
-            {
-                "k": k,
-                "n_ensembles": n_ensembles,
-                "pd": pd_l1(E),
-                "accuracy": float(np.mean([accuracy(e, y) for e in E])),
-                "log_loss": float(np.mean([log_loss(e, y) for e in E])),
-            }
-        )
-    return results
+        yield k, members.reshape(n_ensembles, k, *P.shape[1:]).mean(axis=1)
+
+
+def ensemble_disagreement(
+    P: np.ndarray, y: np.ndarray, sizes: Sequence[int] | None = None
+) -> list[dict[str, int | float]]:
+    """Disagreement and quality of the ensembles of k consecutive runs (see `ensembles`)."""
+    return [
+        {
+            "k": k,
+            "n_ensembles": len(E),
+            "pd": pd_l1(E),
+            "accuracy": float(np.mean([accuracy(e, y) for e in E])),
+            "log_loss": float(np.mean([log_loss(e, y) for e in E])),
+        }
+        for k, E in ensembles(P, sizes)
+    ]

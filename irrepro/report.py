@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irrepro import analysis, figures
+from irrepro import analysis, comparisons, figures
 from irrepro.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ def analyze(
     filter_string: str = "",
     log_run: bool = True,
 ) -> pd.DataFrame:
-    """Select, group and measure the runs; write tables and figures; return the summary."""
+    """Select, group and measure the runs; write tables (comparisons among them) and figures;
+    return the summary."""
     selection = analysis.select_runs(tracker, sweep_id, parent_run_id, filter_string)
     if not selection.runs:
         raise analysis.AnalysisError(
@@ -36,7 +37,12 @@ def analyze(
     if not groups:
         raise analysis.AnalysisError(f"nothing to analyze in {study!r}: {selection.describe()}")
     log.info("%s in %d groups", selection.describe(), len(groups))
+    few = sum(len(group.seeds) < 3 for group in groups)
+    if few:
+        log.warning("%d of %d groups have fewer than 3 seeds: their PD has no interval over "
+                    "seeds, only over test examples", few, len(groups))
     summary = analysis.summary_frame(groups)
+    compared = comparisons.comparisons(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
     by_step = pd.DataFrame([row for group in groups for row in analysis.by_step_rows(group)])
     # Without a teacher for every group, examples are binned by the runs' mean confidence.
@@ -52,6 +58,8 @@ def analyze(
     text = f"# {study}\n\n{selection.describe()}, {len(groups)} groups.\n\n"
     (reports / "summary.md").write_text(text + analysis.markdown_table(
         readable_summary(summary)))
+    compared.to_csv(reports / "comparisons.csv", index=False)
+    (reports / "comparisons.md").write_text(comparisons.markdown(compared, study))
     for stale in (figures_dir / study).glob("*.png"):
         stale.unlink()
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
@@ -79,28 +87,35 @@ def _log_analysis_run(tracker, study, reports, figure_folder, n_groups, selectio
 
 
 def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """The columns people read: config values that vary within the study, then runs, PD with
-    its 95% interval, relative PD, churn, excess loss (log loss without a teacher) and
-    accuracy, and convergence."""
+    """The columns people read: config values that vary within the study, then runs, PD,
+    relative PD and churn, excess loss (log loss without a teacher) and accuracy, each with
+    its 95% interval over seeds and test examples; the seeds PD's interval would need for a
+    half-width of 10%, and convergence."""
     table = summary[figures.varying(summary)].copy()
     table["runs"] = summary["n_runs"]
-    table["PD [95% CI]"] = [
-        "" if np.isnan(pd_value) else f"{pd_value:.3g} [{low:.3g}, {high:.3g}]"
-        for pd_value, low, high in zip(summary["pd"], summary["pd_low"], summary["pd_high"],
-                                       strict=True)
-    ]
-    table["relative PD"] = summary["pd_relative"]
-    table["churn"] = summary["churn"]
-    if "excess_log_loss_mean" in summary and summary["excess_log_loss_mean"].notna().any():
-        table["excess log loss"] = _mean_std(summary, "excess_log_loss")
-    else:
-        table["log loss"] = _mean_std(summary, "log_loss")
-    table["accuracy"] = _mean_std(summary, "accuracy")
+    for name, heading in (("pd", "PD"), ("pd_relative", "relative PD"), ("churn", "churn")):
+        table[f"{heading} [95% CI]"] = _with_interval(summary, name, name)
+    quality = ("excess_log_loss" if "excess_log_loss_mean" in summary
+               and summary["excess_log_loss_mean"].notna().any() else "log_loss")
+    table[f"{quality.replace('_', ' ')} [95% CI]"] = _with_interval(
+        summary, f"{quality}_mean", quality)
+    table["accuracy [95% CI]"] = _with_interval(summary, "accuracy_mean", "accuracy")
+    table["seeds for ±10%"] = summary["seeds_for_10pct"].map(
+        lambda n: "" if pd.isna(n) else ("∞" if np.isinf(n) else f"{n:.0f}"))
     table["converged"] = summary["converged"].map(
         lambda value: "?" if pd.isna(value) else ("yes" if value else "no"))
     return table
 
 
-def _mean_std(summary: pd.DataFrame, name: str) -> list[str]:
-    return [f"{mean:.4g} ± {std:.2g}"
-            for mean, std in zip(summary[f"{name}_mean"], summary[f"{name}_std"], strict=True)]
+def _with_interval(summary: pd.DataFrame, value: str, name: str) -> list[str]:
+    """'value [low, high]', or the value with 'n/a' where the group has too few seeds."""
+    cells = []
+    for estimate, low, high in zip(summary[value], summary[f"{name}_low"],
+                                   summary[f"{name}_high"], strict=True):
+        if pd.isna(estimate):
+            cells.append("")
+        elif pd.isna(low):
+            cells.append(f"{estimate:.3g} [n/a: < 3 seeds]")
+        else:
+            cells.append(f"{estimate:.3g} [{low:.3g}, {high:.3g}]")
+    return cells

@@ -56,9 +56,12 @@ def test_groups_hold_seeds_of_one_config_and_summaries_match_the_metrics(store):
     groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
     relu_group = next(g for g in groups if g.config.activation.name == "relu")
     assert relu_group.predictions.shape == (3, relu.data.n_test)
-    row = analysis.summarize(relu_group, n_boot=50)
+    row = analysis.summarize(relu_group)
     assert row["pd"] == pytest.approx(metrics.pd_l1_naive(relu_group.predictions), abs=1e-12)
     assert row["pd_low"] <= row["pd"] <= row["pd_high"]
+    assert row["pd_low"] < row["pd_low_examples"] <= row["pd_high_examples"] < row["pd_high"]
+    assert row["accuracy_low"] <= row["accuracy_mean"] <= row["accuracy_high"]
+    assert relu_group.seeds == sorted(relu_group.seeds) and len(relu_group.seeds) == 3
     assert row["n_runs"] == 3 and row["activation.name"] == "relu"
 
 

@@ -32,6 +32,9 @@ def group(i, n_runs=4, **config):
         excess_log_loss_std=0.001, accuracy_mean=0.8, accuracy_std=0.01,
         auc_mean=0.85, auc_std=0.01,
     )
+    for name in ("log_loss", "excess_log_loss", "accuracy"):
+        mean = row[f"{name}_mean"]
+        row[f"{name}_low"], row[f"{name}_high"] = mean * 0.9, mean * 1.1
     return row
 
 
@@ -75,13 +78,14 @@ def per_example_of(summary, n=400):
 def ensembles_of(summary):
     rows = [
         {**row, "k": k, "n_ensembles": 8 // k, "pd": row["pd"] / k, "accuracy": 0.8 + 0.01 * k,
-         "log_loss": 0.4 - 0.01 * k}
+         "log_loss": 0.4 - 0.01 * k, "pd_low": row["pd"] / k * 0.9, "pd_high": row["pd"] / k * 1.1,
+         "accuracy_low": 0.79 + 0.01 * k, "accuracy_high": 0.81 + 0.01 * k}
         for row in summary.to_dict("records")
         if np.isfinite(row["pd"])
         for k in (1, 2, 4)
     ]
     return pd.DataFrame(rows)[["group_key", *CONFIG, "k", "n_ensembles", "pd", "accuracy",
-                               "log_loss"]]
+                               "log_loss", "pd_low", "pd_high", "accuracy_low", "accuracy_high"]]
 
 
 def assert_png(path):

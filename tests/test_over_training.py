@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irrepro import analysis, figures, metrics
+from irrepro import analysis, figures, metrics, uncertainty
 from irrepro.job import run_job
 from irrepro.report import analyze, readable_summary
 from irrepro.schedule import checkpoint_steps
@@ -90,20 +90,22 @@ def test_each_group_counts_its_parameters_once(study, monkeypatch):
                         lambda *args: counted.append(args) or count(*args))
     groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
     for group in groups:
-        rows = [analysis.summarize(group, n_boot=10), *analysis.by_step_rows(group, n_boot=10),
+        rows = [analysis.summarize(group), *analysis.by_step_rows(group),
                 *analysis.ensemble_rows(group)]
         assert {row["n_params"] for row in rows} == {group.n_params}
     assert len(counted) == len(groups) and all(group.n_params > 0 for group in groups)
 
 
-def test_pd_by_step_is_the_pd_of_each_checkpoint_with_its_bootstrap_interval(study):
+def test_pd_by_step_is_the_pd_of_each_checkpoint_with_its_interval_over_seeds(study):
     tracker = study[0]
     groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
     group = next(group for group in groups if group.checkpoints is not None)
-    rows = analysis.by_step_rows(group, n_boot=20)
+    rows = analysis.by_step_rows(group)
     for row, P in zip(rows, group.checkpoints[1].swapaxes(0, 1), strict=True):
         assert row["pd"] == metrics.pd_l1(P)
-        assert (row["pd_low"], row["pd_high"]) == metrics.bootstrap_ci(P, metrics.pd_l1, n_boot=20)
+        sample = uncertainty.sample(uncertainty.pair_values(P, "pd"))
+        assert (row["pd_low"], row["pd_high"]) == sample.interval()
+        assert (row["pd_low_examples"], row["pd_high_examples"]) == sample.examples_interval()
 
 
 def test_groups_without_checkpoints_are_left_out_of_by_step(study):
@@ -127,11 +129,13 @@ def test_pd_over_training_is_drawn(study):
 def test_the_readable_summary_has_only_the_columns_people_read(study):
     table = readable_summary(study[3])
     assert list(table.columns) == [
-        "model.name", "randomness.name", "runs", "PD [95% CI]", "relative PD", "churn",
-        "excess log loss", "accuracy", "converged",
+        "model.name", "randomness.name", "runs", "PD [95% CI]", "relative PD [95% CI]",
+        "churn [95% CI]", "excess log loss [95% CI]", "accuracy [95% CI]", "seeds for ±10%",
+        "converged",
     ]
     text = (study[2] / "reports" / "over_training" / "summary.md").read_text()
-    assert re.search(r"\| \d\.\d+(e-\d+)? \[\d", text) and "±" in text
+    assert re.search(r"\| \d\.\d+(e-\d+)? \[\d", text)
+    assert re.search(r"\| \d+ \| (yes|no) \|", text)  # seeds for a 10% half-width
 
 
 def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path):
@@ -147,6 +151,7 @@ def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path):
             "randomness.name": mode, "n_runs": 4, "n_params": width * (20 + depth * width),
             "pd": pd_value, "pd_low": pd_value * 0.9, "pd_high": pd_value * 1.1,
             "excess_log_loss_mean": 0.01, "excess_log_loss_std": 0.001,
+            "excess_log_loss_low": 0.009, "excess_log_loss_high": 0.011,
             "converged": i % 5 != 0,
         })
     summary = pd.DataFrame(rows)
