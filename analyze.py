@@ -7,6 +7,15 @@ import sys
 from pathlib import Path
 
 
+def comparison(text: str) -> tuple[str, str, str]:
+    """KEY=A,B as (KEY, A, B)."""
+    key, _, levels = text.partition("=")
+    level_a, _, level_b = levels.partition(",")
+    if not key or not level_a or not level_b or "," in level_b:
+        raise argparse.ArgumentTypeError(f"expected KEY=A,B, got {text!r}")
+    return key, level_a, level_b
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--experiment", default="irrepro", help="MLflow experiment (the study)")
@@ -24,6 +33,9 @@ def parse_args(argv=None):
                         help="the Optuna storage URL (default: sqlite:///optuna.db)")
     parser.add_argument("--no-mlflow-run", action="store_true",
                         help="do not log the analysis as an MLflow run")
+    parser.add_argument("--compare", metavar="KEY=A,B", type=comparison,
+                        help="print the comparison of PD between levels A and B of config key "
+                             "KEY, e.g. activation.name=relu,smelu")
     return parser.parse_args(argv)
 
 
@@ -42,11 +54,15 @@ def main(argv=None) -> int:
         tracker = Tracker(uri, args.experiment, create=False)
         analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
                 args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
+        if args.compare:
+            from irrepro.comparisons import describe
+
+            print(describe(args.reports / args.experiment / "comparisons.csv", *args.compare))
         if args.optuna_study:
             from irrepro.tuning import pareto_report
 
             pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures)
-    except (AnalysisError, TrackingError, MlflowException, DataError) as error:
+    except (AnalysisError, TrackingError, MlflowException, DataError, ValueError) as error:
         print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

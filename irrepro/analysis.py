@@ -345,9 +345,12 @@ def summarize(group: Group) -> dict[str, Any]:
     if len(group.run_ids) >= 2:
         row.update(metrics.disagreement(group.predictions))
         row.update(disagreement_intervals(group.predictions))
-    else:
-        for name in metrics.DISAGREEMENT_KEYS:
-            row[name] = np.nan
+    else:  # one run: no disagreement
+        row.update(dict.fromkeys(metrics.DISAGREEMENT_KEYS, np.nan))
+        row.update(dict.fromkeys([f"{name}_{end}{suffix}"
+                                  for name in uncertainty.PAIR_STATISTICS
+                                  for end in ("low", "high") for suffix in ("", "_examples")],
+                                 np.nan), seeds_for_10pct=np.nan)
     means = {}
     for name, values in group.run_metrics.items():
         if name == "converged":  # every run met the rule; unknown for runs that predate it

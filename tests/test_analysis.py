@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from irrepro import analysis, metrics
@@ -82,11 +83,46 @@ def test_summary_keeps_label_and_varying_columns_only(store):
     assert table.count("\n") == 4 and table.startswith("| group_key |")
 
 
-def test_a_single_run_group_is_reported_not_dropped(tmp_path):
+def test_a_single_run_group_is_reported_not_dropped(tmp_path, caplog):
     tracker = Tracker(store_uri(tmp_path), "single")
     run_job(make_config(), tracker)
     frame = analysis.summary_frame(analysis.build_groups(tracker, analysis.select_runs(tracker)))
     assert len(frame) == 1 and frame["n_runs"][0] == 1 and np.isnan(frame["pd"][0])
+    analyze(tracker, "single", tmp_path / "reports", tmp_path / "figures", log_run=False)
+    warnings = [r for r in caplog.records if "fewer than 3 seeds" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_two_seeds_get_no_interval_over_seeds_and_the_table_says_so(tmp_path):
+    tracker = Tracker(store_uri(tmp_path), "two")
+    run_job(make_config(replicas=2), tracker)
+    analyze(tracker, "two", tmp_path / "reports", tmp_path / "figures", log_run=False)
+    (row,) = pd.read_csv(tmp_path / "reports" / "two" / "summary.csv").to_dict("records")
+    assert np.isnan(row["pd_low"]) and row["pd_low_examples"] < row["pd"]
+    assert "[n/a: < 3 seeds]" in (tmp_path / "reports" / "two" / "summary.md").read_text()
+
+
+def test_the_study_compares_its_groups_paired_by_seed_and_prints_one(store, tmp_path, capsys):
+    import analyze as entry_point
+
+    tracker, _, _ = store
+    reports = tmp_path / "reports"
+    code = entry_point.main(["--experiment", "analysis", "--tracking-uri", tracker.uri,
+                             "--reports", str(reports), "--figures", str(tmp_path / "figures"),
+                             "--no-mlflow-run", "--compare", "activation.name=smelu,relu"])
+    assert code == 0
+    (row,) = pd.read_csv(reports / "analysis" / "comparisons.csv").to_dict("records")
+    assert (row["factor"], row["level_a"], row["level_b"]) == ("activation.name", "relu", "smelu")
+    assert row["paired"] and row["runs_a"] == row["runs_b"] == 3
+    assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"] and 0 <= row["p_value"] <= 1
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("activation.name: smelu vs relu: PD ")
+    assert f"ratio {1 / row['ratio']:.3g}" in printed
+    assert "relu vs smelu" in (reports / "analysis" / "comparisons.md").read_text()
+    assert entry_point.main(["--experiment", "analysis", "--tracking-uri", tracker.uri,
+                             "--reports", str(reports), "--figures", str(tmp_path / "figures"),
+                             "--no-mlflow-run", "--compare", "activation.name=relu,gelu"]) == 1
+    assert "its levels: relu, smelu" in capsys.readouterr().err
 
 
 def test_a_seed_retrained_with_force_counts_once(tmp_path):
