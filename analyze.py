@@ -52,16 +52,17 @@ def main(argv=None) -> int:
     try:
         uri = resolve_uri(args.tracking_uri, os.getcwd())
         tracker = Tracker(uri, args.experiment, create=False)
-        analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
-                args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
+        summary = analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
+                          args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
         if args.compare:
             from irrepro.comparisons import describe
 
             print(describe(args.reports / args.experiment / "comparisons.csv", *args.compare))
         if args.optuna_study:
-            from irrepro.tuning import pareto_report
+            from irrepro.tuning import pareto_report, trial_pd_intervals
 
-            pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures)
+            pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures,
+                          trial_pd_intervals(tracker, summary))
     except (AnalysisError, TrackingError, MlflowException, DataError, ValueError) as error:
         print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from irrepro import analysis, figures
@@ -31,8 +32,11 @@ def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
     return row.get("excess_log_loss_mean", row["log_loss_mean"]), row["pd"]
 
 
-def trials_frame(storage: str, study_name: str) -> pd.DataFrame:
-    """Every complete trial of an Optuna study: number, objectives, params, on the front."""
+def trials_frame(storage: str, study_name: str, pd_intervals: dict[int, tuple[float, float]]
+                 | None = None) -> pd.DataFrame:
+    """Every complete trial of an Optuna study: number, objectives, the PD objective's 95%
+    interval over seeds and test examples (from `pd_intervals` by trial number, NaN where
+    unknown), params, on the front."""
     import optuna
 
     try:
@@ -42,6 +46,8 @@ def trials_frame(storage: str, study_name: str) -> pd.DataFrame:
     front = {trial.number for trial in study.best_trials}
     rows = [
         {"trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),
+         **dict(zip(("pd_low", "pd_high"),
+                    (pd_intervals or {}).get(trial.number, (np.nan, np.nan)), strict=True)),
          "pareto": trial.number in front, **trial.params}
         for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE
     ]
@@ -50,9 +56,23 @@ def trials_frame(storage: str, study_name: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("excess_log_loss", kind="stable")
 
 
-def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path) -> Path:
-    """Write all trials and the Pareto front as tables, and the front as a figure."""
-    frame = trials_frame(storage, study_name)
+def trial_pd_intervals(tracker: Tracker, summary: pd.DataFrame
+                       ) -> dict[int, tuple[float, float]]:
+    """Each Optuna trial's PD interval, from the summary row of the group its runs form."""
+    by_group = summary.set_index("group_key")[["pd_low", "pd_high"]]
+    intervals = {}
+    for run in tracker.search("tags.`optuna.trial` LIKE '%'"):
+        key = run.data.tags.get("group_key")
+        if key in by_group.index:
+            intervals[int(run.data.tags["optuna.trial"])] = tuple(by_group.loc[key])
+    return intervals
+
+
+def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path,
+                  pd_intervals: dict[int, tuple[float, float]] | None = None) -> Path:
+    """Write all trials (with their PD intervals, see `trials_frame`) and the Pareto front as
+    tables, and the front as a figure."""
+    frame = trials_frame(storage, study_name, pd_intervals)
     reports = reports_dir / study_name
     reports.mkdir(parents=True, exist_ok=True)
     frame.to_csv(reports / "trials.csv", index=False)

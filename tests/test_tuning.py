@@ -9,7 +9,7 @@ from irrepro import metrics
 from tests.cli import client, run_script, runs, train
 
 TUNE = ["-m", "+experiment=tune", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-        "replicas=2", "hydra.sweeper.sampler.population_size=2"]
+        "replicas=3", "hydra.sweeper.sampler.population_size=2"]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,17 @@ def test_trials_land_in_the_optuna_storage_and_in_mlflow(tuned):
 def test_objectives_equal_what_the_analysis_computes_from_the_same_runs(tuned):
     cwd, study = tuned
     summary = pd.read_csv(cwd / "reports" / "tune" / "summary.csv").set_index("group_key")
+    trials = pd.read_csv(cwd / "reports" / "tune" / "trials.csv").set_index("trial")
     for trial in study.trials:
         trial_runs = [r for r in runs(cwd, "tune")
                       if r.data.tags.get("optuna.trial") == str(trial.number)]
         row = summary.loc[trial_runs[0].data.tags["group_key"]]
         assert trial.values[0] == pytest.approx(row["excess_log_loss_mean"], rel=1e-9)
         assert trial.values[1] == pytest.approx(row["pd"], rel=1e-9)
+        listed = trials.loc[trial.number]
+        assert (listed["pd_low"], listed["pd_high"]) == pytest.approx(
+            (row["pd_low"], row["pd_high"]), rel=1e-12)
+        assert listed["pd_low"] < trial.values[1] < listed["pd_high"]
         # and both from first principles: the runs' predictions and logged metrics
         predictions = np.stack([
             np.load(client(cwd).download_artifacts(r.info.run_id, "predictions.npy", str(cwd)))
