@@ -77,6 +77,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/checkpoints.py
 	$(BIN)/python bench/modules.py
+	$(BIN)/python bench/calibration.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
