@@ -90,7 +90,7 @@ def run_job(
         return summary
     open_runs = start_runs(config, todo, group, dataset.digest, tracker, job_id)
     try:
-        with _sigterm_raises() as check_terminated:
+        with _signals_raise() as check_terminated:
             _train_and_log(config, todo, dataset, tracker, open_runs, summary, check_terminated)
     except BaseException as error:
         # Nothing stays RUNNING: interrupted runs (Ctrl-C, SIGTERM from scancel or preemption,
@@ -112,33 +112,40 @@ class Terminated(Exception):
 
 
 @contextmanager
-def _sigterm_raises():
+def _signals_raise():
     """While training, SIGTERM raises Terminated (an Exception, so Hydra and submitit still
-    report the job as failed); the previous handler is back afterwards. Only the main thread
-    takes signals: elsewhere nothing changes.
+    report the job as failed) and SIGINT raises KeyboardInterrupt, as by default; the previous
+    handlers are back afterwards. Only the main thread takes signals: elsewhere nothing
+    changes.
 
-    Yields a check that raises Terminated once a SIGTERM has come: Python drops an exception
+    Yields a check that raises again once a signal has come: Python drops an exception
     raised while a finalizer runs (a garbage-collected object's), so the job checks again
     after training, before it logs anything."""
     received: list[int] = []
 
-    def terminate(signum, frame):
+    def interrupted(signum: int) -> BaseException:
+        name = signal.Signals(signum).name
+        return KeyboardInterrupt(name) if signum == signal.SIGINT else Terminated(f"signal {name}")
+
+    def handle(signum, frame):
         received.append(signum)
-        raise Terminated(f"signal {signal.Signals(signum).name}")
+        raise interrupted(signum)
 
     def check() -> None:
         if received:
-            raise Terminated(f"signal {signal.Signals(received[0]).name}")
+            raise interrupted(received[0])
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        previous = {signum: signal.signal(signum, handle)
+                    for signum in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield check
         return
     try:
         yield check
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def start_runs(config, seeds, group, data_digest, tracker, job_id=None) -> dict[int, str]:

@@ -31,14 +31,18 @@ def test_a_crash_while_logging_fails_every_open_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop
-def test_a_sigterm_whose_exception_a_finalizer_dropped_still_kills_the_runs(tmp_path,
-                                                                             monkeypatch):
+@pytest.mark.parametrize("signum, error, reason", [
+    (signal.SIGTERM, job.Terminated, "Terminated: signal SIGTERM"),
+    (signal.SIGINT, KeyboardInterrupt, "KeyboardInterrupt: SIGINT"),
+])
+def test_a_signal_whose_exception_a_finalizer_dropped_still_kills_the_runs(
+        tmp_path, monkeypatch, signum, error, reason):
     tracker = Tracker(store_uri(tmp_path), "dropped")
     train = job.train_replicas
 
     class SignalsWhenCollected:
         def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             time.sleep(0.5)  # the handler raises here, and Python drops the exception
 
     def training(*args):
@@ -46,8 +50,9 @@ def test_a_sigterm_whose_exception_a_finalizer_dropped_still_kills_the_runs(tmp_
         return train(*args)
 
     monkeypatch.setattr(job, "train_replicas", training)
-    with pytest.raises(job.Terminated, match="SIGTERM"):
+    with pytest.raises(error):
         run_job(make_config(replicas=2), tracker)
     runs = tracker.search("")
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
-    assert {r.data.tags["failure_reason"] for r in runs} == {"Terminated: signal SIGTERM"}
+    assert {r.data.tags["failure_reason"] for r in runs} == {reason}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
