@@ -126,7 +126,7 @@ class Spread:
 class Sample:
     """What the intervals need of one statistic of one group: its R x R seed-pair means over
     the examples (pairs) or R per-run means, its N per-example means, and the example
-    products of terms that share no seed (see `_disjoint_products`)."""
+    products of terms on the same example that share no seed (see `_disjoint`)."""
 
     seed_means: np.ndarray
     example_means: np.ndarray
