@@ -20,3 +20,20 @@ def make_config(**overrides):
 @pytest.fixture
 def tiny():
     return make_config
+
+
+# The slowest test files first (from --durations), so that the workers of `pytest -n`,
+# which take a file at a time (see the Makefile), finish together.
+SLOWEST_FIRST = (
+    "test_services.py", "test_study.py", "test_scaleout.py", "test_pipeline.py",
+    "test_postgres.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
+    "test_studies.py", "test_uncertainty.py", "test_batch_sweeper.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
