@@ -114,9 +114,9 @@ class Terminated(Exception):
 @contextmanager
 def _signals_raise():
     """While training, SIGTERM raises Terminated (an Exception, so Hydra and submitit still
-    report the job as failed) and SIGINT raises KeyboardInterrupt, as by default; the previous
-    handlers are back afterwards. Only the main thread takes signals: elsewhere nothing
-    changes.
+    report the job as failed) and SIGINT, where it is not ignored, KeyboardInterrupt, as by
+    default; the previous handlers are back afterwards. Only the main thread takes signals:
+    elsewhere nothing changes.
 
     Yields a check that raises again once a signal has come: Python drops an exception
     raised while a finalizer runs (a garbage-collected object's), so the job checks again
@@ -135,9 +135,11 @@ def _signals_raise():
         if received:
             raise interrupted(received[0])
 
+    # SIGINT only where it raises KeyboardInterrupt anyway (a process may ignore it)
+    signals = [signal.SIGTERM] + [signal.SIGINT] * (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     try:
-        previous = {signum: signal.signal(signum, handle)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous = {signum: signal.signal(signum, handle) for signum in signals}
     except ValueError:  # not the main thread
         yield check
         return

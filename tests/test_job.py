@@ -36,9 +36,12 @@ def test_a_crash_while_logging_fails_every_open_run(tmp_path, monkeypatch):
     (signal.SIGINT, KeyboardInterrupt, "KeyboardInterrupt: SIGINT"),
 ])
 def test_a_signal_whose_exception_a_finalizer_dropped_still_kills_the_runs(
-        tmp_path, monkeypatch, signum, error, reason):
+        tmp_path, monkeypatch, request, signum, error, reason):
     tracker = Tracker(store_uri(tmp_path), "dropped")
     train = job.train_replicas
+    # Ctrl-C raises, as in a terminal (the workers of pytest -n ignore it)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
 
     class SignalsWhenCollected:
         def __del__(self):
@@ -56,3 +59,20 @@ def test_a_signal_whose_exception_a_finalizer_dropped_still_kills_the_runs(
     assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
     assert {r.data.tags["failure_reason"] for r in runs} == {reason}
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_training(tmp_path, request):
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
+    seen = []
+    train = job.train_replicas
+
+    def training(*args):
+        seen.append(signal.getsignal(signal.SIGINT))
+        os.kill(os.getpid(), signal.SIGINT)
+        return train(*args)
+
+    job.train_replicas, saved = training, job.train_replicas
+    request.addfinalizer(lambda: setattr(job, "train_replicas", saved))
+    summary = run_job(make_config(replicas=2), Tracker(store_uri(tmp_path), "ignored"))
+    assert seen == [signal.SIG_IGN] and sorted(summary.finished) == [0, 1]
