@@ -27,7 +27,7 @@ def tiny():
 SLOWEST_FIRST = (
     "test_services.py", "test_study.py", "test_scaleout.py", "test_pipeline.py",
     "test_postgres.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
-    "test_studies.py", "test_uncertainty.py", "test_batch_sweeper.py",
+    "test_studies.py", "test_uncertainty.py",
 )
 
 

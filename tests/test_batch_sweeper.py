@@ -12,16 +12,24 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from hydra_plugins.irrepro_batch_sweeper import plan as plan_module
+from hydra_plugins.irrepro_batch_sweeper import sweeper as sweeper_module
 from hydra_plugins.irrepro_batch_sweeper.plan import (
-    SeedSweepError,
     chunk,
     seed_values,
     worker_count,
 )
-from hydra_plugins.irrepro_batch_sweeper.sweeper import BatchSweeper
 from irrepro.config import config_hash, group_key, run_params
 from irrepro.job import job_seeds, replica_config
 from tests.cli import ROOT, client, environment, runs, train_args
+
+
+def batch_sweeper(**options):
+    """A BatchSweeper of the sweeper module as it is now: Hydra's plugin scan, run by any
+    earlier test of this process, executes plugin modules again, and an instance of the
+    class defined before fails in the basic sweeper's super(). Errors are looked up in
+    `plan_module` at the time of the test for the same reason."""
+    return sweeper_module.BatchSweeper(**options)
 
 
 def parse(*overrides):
@@ -40,7 +48,7 @@ class FakeLoader:
 
 def sweeper(launcher=None, replicas=1, **options):
     """A batching sweeper set up as Hydra would, with a launcher config and a loader."""
-    batch = BatchSweeper(**{"max_batch_size": None, **options})
+    batch = batch_sweeper(**{"max_batch_size": None, **options})
     batch.config = OmegaConf.create({"hydra": {"launcher": launcher or {}}})
     batch.hydra_context = SimpleNamespace(config_loader=FakeLoader(replicas))
     return batch
@@ -139,14 +147,15 @@ def test_worker_count_of_each_launcher():
     (("seed=range(3)", "seeds=[5]"), "seed=range(3) and seeds= both given"),
 ])
 def test_bad_seed_sweeps_fail_naming_the_key(overrides, message):
-    with pytest.raises(SeedSweepError) as error:
+    with pytest.raises(plan_module.SeedSweepError) as error:
         jobs_of(sweeper(), *overrides)
     assert str(error.value).startswith(message)
 
 
 def test_max_replicas_must_be_positive():
-    with pytest.raises(SeedSweepError, match=r"hydra\.sweeper\.max_replicas=0 must be >= 1"):
-        BatchSweeper(max_batch_size=None, max_replicas=0)
+    with pytest.raises(plan_module.SeedSweepError,
+                       match=r"hydra\.sweeper\.max_replicas=0 must be >= 1"):
+        batch_sweeper(max_batch_size=None, max_replicas=0)
 
 
 def test_job_seeds_and_replica_configs(tiny):
