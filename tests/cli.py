@@ -4,6 +4,7 @@ import atexit
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,10 +82,12 @@ def train(args, cwd, **kwargs):
 
 
 def start_train(args, cwd):
-    """train.py in the background; its stderr is kept for the caller."""
+    """train.py in the background, taking Ctrl-C as from a terminal (the workers of pytest -n
+    ignore it, and a child would inherit that); its stderr is kept for the caller."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *train_args(args, cwd)], cwd=cwd,
         env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
