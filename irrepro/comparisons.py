@@ -2,9 +2,10 @@
 levels whose groups are otherwise equal, with the ratio and difference of their PD, each with
 its 95% interval, and a p-value of equal PD, adjusted (Holm) over the study.
 
-Groups trained on the same seeds are compared paired by seed, on the seeds they share (the
-same seed gives both arms the same random streams); groups with no seed in common are
-compared unpaired. See `irrepro.uncertainty.compare`.
+Groups trained on the same data and on 3 or more of the same seeds are compared paired by
+seed, on the seeds they share (the same seed gives both arms the same random streams); the
+others unpaired (seeds they share in ones or twos are then taken as independent). See
+`irrepro.uncertainty.compare`.
 """
 
 from __future__ import annotations
