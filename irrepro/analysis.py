@@ -434,6 +434,14 @@ def _ordered_columns(frame: pd.DataFrame) -> list[str]:
     ]
 
 
+def with_interval(value: float, low: float, high: float, unknown: str = "") -> str:
+    """'value [low, high]' to 3 significant digits; the value and `unknown` where the interval
+    is not known."""
+    if pd.isna(low):
+        return f"{value:.3g}{unknown}"
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table, numbers to 4 significant digits."""
 

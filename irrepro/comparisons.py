@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from irrepro import uncertainty
-from irrepro.analysis import Group, config_columns, markdown_table
+from irrepro.analysis import Group, config_columns, markdown_table, with_interval
 from irrepro.figures import levels, varying
 
 MEASURES = ("factor", "level_a", "level_b", "runs_a", "runs_b", "pd_a", "pd_b", "ratio",
@@ -109,20 +109,14 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
                            zip(frame["factor"], frame["level_a"], frame["level_b"], strict=True)]
     table["runs"] = [f"{a}/{b}" for a, b in zip(frame["runs_a"], frame["runs_b"], strict=True)]
     table["PD a"], table["PD b"] = frame["pd_a"], frame["pd_b"]
-    table["ratio a/b [95% CI]"] = [_with_interval(*v) for v in zip(
+    table["ratio a/b [95% CI]"] = [with_interval(*v) for v in zip(
         frame["ratio"], frame["ratio_low"], frame["ratio_high"], strict=True)]
-    table["difference a-b [95% CI]"] = [_with_interval(*v) for v in zip(
+    table["difference a-b [95% CI]"] = [with_interval(*v) for v in zip(
         frame["difference"], frame["difference_low"], frame["difference_high"], strict=True)]
     table["p"] = frame["p_value"]
     table["p (Holm)"] = frame["p_adjusted"]
     table["paired"] = frame["paired"].map({True: "yes", False: "no"})
     return table
-
-
-def _with_interval(value: float, low: float, high: float) -> str:
-    if np.isnan(low):
-        return f"{value:.3g}"
-    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
 
 
 def markdown(frame: pd.DataFrame, study: str) -> str:
@@ -177,9 +171,9 @@ def describe(path, factor: str, level_a: str, level_b: str) -> str:
         lines.append(
             f"{factor}: {level_a} vs {level_b}{f' ({where})' if where else ''}: "
             f"PD {row['pd_a']:.3g} vs {row['pd_b']:.3g}, "
-            f"ratio {_with_interval(*row[['ratio', 'ratio_low', 'ratio_high']])}, "
+            f"ratio {with_interval(*row[['ratio', 'ratio_low', 'ratio_high']])}, "
             f"difference "
-            f"{_with_interval(*row[['difference', 'difference_low', 'difference_high']])}, "
+            f"{with_interval(*row[['difference', 'difference_low', 'difference_high']])}, "
             f"p = {row['p_value']:.3g} (Holm {row['p_adjusted']:.3g}), "
             f"{'paired' if row['paired'] else 'unpaired'}, {row['runs_a']}/{row['runs_b']} seeds")
     return "\n".join(lines)

@@ -109,13 +109,7 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _with_interval(summary: pd.DataFrame, value: str, name: str) -> list[str]:
     """'value [low, high]', or the value with 'n/a' where the group has too few seeds."""
-    cells = []
-    for estimate, low, high in zip(summary[value], summary[f"{name}_low"],
-                                   summary[f"{name}_high"], strict=True):
-        if pd.isna(estimate):
-            cells.append("")
-        elif pd.isna(low):
-            cells.append(f"{estimate:.3g} [n/a: < 3 seeds]")
-        else:
-            cells.append(f"{estimate:.3g} [{low:.3g}, {high:.3g}]")
-    return cells
+    return ["" if pd.isna(estimate) else
+            analysis.with_interval(estimate, low, high, " [n/a: < 3 seeds]")
+            for estimate, low, high in zip(summary[value], summary[f"{name}_low"],
+                                           summary[f"{name}_high"], strict=True)]
