@@ -153,7 +153,8 @@ class StackedModules(nn.Module):
       first forward with a one-line ModuleError. Replica i computes bit for bit what its
       module computes alone when every parameter matrix holds a multiple of 4 floats
       (`aligned_slabs`): MKL's batched products round a replica's result differently when its
-      slab does not start on a 16-byte boundary, as happens at odd places otherwise.
+      slab does not start on a 16-byte boundary, as happens at odd places otherwise. A single
+      replica runs as a stack of two (see `_vmap_as_pair`).
     - vectorize=False: a loop over the replicas, each called with its own slices: replica i
       computes bit for bit what its module computes alone, whatever K and its position; slower
       for many small replicas. Random operations draw from torch's global generator in turn.
@@ -203,13 +204,29 @@ class StackedModules(nn.Module):
                 for i in range(self.replicas)
             ])
         try:
-            return torch.vmap(self._call)(params, buffers, inputs)
+            if self.replicas > 1:
+                return torch.vmap(self._call)(params, buffers, inputs)
+            return self._vmap_as_pair(params, buffers, inputs)
         except RuntimeError as error:
             raise ModuleError(
                 f"torch.vmap cannot batch this module ({_one_line(error)}); modules with "
                 "random operations (dropout), data-dependent control flow or .item() need "
                 "StackedModules(..., vectorize=False)"
             ) from None
+
+
+    def _vmap_as_pair(self, params: dict, buffers: dict, inputs: torch.Tensor) -> torch.Tensor:
+        """One replica under vmap as a stack of two, itself and a copy whose result is
+        dropped: a batch of one takes other kernels (gemv for a single output) that round
+        differently. The copy's parameters are detached (it adds no gradient) and the
+        replica's buffers (batch-norm statistics) are written back from its own slot."""
+        paired = {name: torch.cat([tensor, tensor.detach()]) for name, tensor in params.items()}
+        paired_buffers = {name: torch.cat([tensor, tensor]) for name, tensor in buffers.items()}
+        logits = torch.vmap(self._call)(paired, paired_buffers, torch.cat([inputs, inputs]))
+        with torch.no_grad():
+            for name, tensor in buffers.items():
+                tensor.copy_(paired_buffers[name][:1])
+        return logits[:1]
 
 
 def output_features(n_classes: int) -> int:

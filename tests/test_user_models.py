@@ -195,6 +195,14 @@ def test_replicas_of_a_user_module_with_aligned_parameters_are_bit_identical(fol
     assert largest_replica_difference(config) == 0.0
 
 
+def test_a_single_replica_of_a_binary_user_module_under_vmap_is_bit_identical(folder,
+                                                                          monkeypatch):
+    # one logit: a stack of one would go to gemv, which rounds unlike the batched product
+    config = user_config(folder, monkeypatch, dataset="breast_cancer",
+                         **{"model.kwargs": {"hidden": 16}})
+    assert largest_replica_difference(config) == 0.0
+
+
 def test_replicas_of_a_user_module_with_odd_parameters_are_bit_identical(folder, monkeypatch):
     # [10, 5] weights: a replica's gradient slab would start off a 16-byte boundary at odd
     # places, where MKL's batched gemm rounds differently; such modules train replica by replica
