@@ -22,6 +22,7 @@ ACTIVATIONS = (
 )
 RANDOMNESS = ("none", "init", "shuffle", "all", "perturb")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
+MITIGATIONS = ("none", "min_entropy", "codistill", "anchor", "ema")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("cpu", "cuda")
 
@@ -89,6 +90,21 @@ class OptimizerConfig:
     name: str = field(default="sgd", metadata=_check(choices=OPTIMIZERS))
     lr: float = field(default=0.1, metadata=_check(gt=0.0))
     schedule: str = field(default="constant", metadata=_check(choices=SCHEDULES))
+    weight_decay: float = field(default=0.0, metadata=_check(ge=0.0))
+
+
+@dataclass
+class MitigationConfig:
+    """A change to the objective or to the weights that predict (irrepro.mitigations)."""
+
+    name: str = field(default="none", metadata=_check(choices=MITIGATIONS))
+    # min_entropy, codistill, anchor: the strength of the added term (anchor: at most 1)
+    weight: float = field(default=0.0, metadata=_check(ge=0.0))
+    # codistill: models trained together per seed, and updates before distillation starts
+    members: int = field(default=2, metadata=_check(ge=2))
+    burn_in: int = field(default=0, metadata=_check(ge=0))
+    # ema: the moving average's decay per update (0 predicts from the last weights)
+    decay: float = field(default=0.0, metadata=_check(ge=0.0))
 
 
 @dataclass
@@ -128,6 +144,7 @@ class Config:
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     randomness: RandomnessConfig = field(default_factory=RandomnessConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)
@@ -184,11 +201,14 @@ def _validate_options(config: Config) -> None:
         raise ConfigError("data.features=[] must name at least one column (or be null)")
     train = config.train
     if data.name in SYNTHETIC_DATA:  # real data: checked before training, once loaded
-        try:
-            checkpoint_steps(train.checkpoints,
-                             total_steps(data.n_train, train.batch_size, train.passes))
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        check_steps(config, total_steps(data.n_train, train.batch_size, train.passes))
+    mitigation = config.mitigation
+    if mitigation.name == "anchor" and not mitigation.weight <= 1:
+        raise ConfigError(f"mitigation.weight={mitigation.weight!r} must be <= 1 for "
+                          "mitigation=anchor (the anchor's share of the target)")
+    if mitigation.name == "ema" and not mitigation.decay < 1:
+        raise ConfigError(f"mitigation.decay={mitigation.decay!r} must be < 1 (at 1 the "
+                          "average never leaves the initialization)")
     if any(seed < 0 for seed in config.seeds):
         raise ConfigError(f"seeds={list(config.seeds)} must hold integers >= 0")
     if model.name == "module" and not model.target:
@@ -196,6 +216,19 @@ def _validate_options(config: Config) -> None:
     reserved = sorted({"in_features", "out_features", "activation"} & set(model.kwargs))
     if reserved:
         raise ConfigError(f"model.kwargs.{reserved[0]} is set by irrepro, not by model.kwargs")
+
+
+def check_steps(config: Config, steps: int) -> None:
+    """Raise ConfigError for what the run's `steps` updates cannot hold: its checkpoints, or
+    a co-distillation whose burn-in outlasts training."""
+    try:
+        checkpoint_steps(config.train.checkpoints, steps)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    mitigation = config.mitigation
+    if mitigation.name == "codistill" and mitigation.burn_in >= steps:
+        raise ConfigError(f"mitigation.burn_in={mitigation.burn_in} must be < the run's "
+                          f"{steps} updates (else members never distill)")
 
 
 def as_dict(config: Config) -> dict[str, Any]:
@@ -253,6 +286,9 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         unused += ["model.target", "model.kwargs"]
     if config.optimizer.schedule == "constant":  # no schedule: runs logged before keep theirs
         unused.append("optimizer.schedule")
+    if config.optimizer.weight_decay == 0:
+        unused.append("optimizer.weight_decay")
+    unused += _unused_mitigation_keys(config.mitigation.name)
     if config.data.name in SYNTHETIC_DATA:
         unused += [f"data.{key}" for key in _REAL_DATA_KEYS]
     else:
@@ -264,6 +300,21 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         if config.data.test_path:
             unused += ["data.test_fraction", "data.seed"]
     return tuple(unused)
+
+
+_MITIGATION_KEYS = {
+    "min_entropy": ("weight",), "codistill": ("weight", "members", "burn_in"),
+    "anchor": ("weight",), "ema": ("decay",),
+}
+
+
+def _unused_mitigation_keys(name: str) -> list[str]:
+    """The mitigation keys that option `name` ignores; the whole node for `none`, so that runs
+    without a mitigation keep the identities they had before mitigations existed."""
+    if name == "none":
+        return ["mitigation"]
+    return [f"mitigation.{key}" for key in ("weight", "members", "burn_in", "decay")
+            if key not in _MITIGATION_KEYS[name]]
 
 
 def run_params(config: Config) -> dict[str, Any]:

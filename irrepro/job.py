@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from irrepro import tracking
+from irrepro import anchors, tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import run_metrics
@@ -88,10 +88,12 @@ def run_job(
         )
     if not todo:
         return summary
+    anchor = anchor_for(config, dataset, tracker) if config.mitigation.name == "anchor" else None
     open_runs = start_runs(config, todo, group, dataset.digest, tracker, job_id)
     try:
         with _signals_raise() as check_terminated:
-            _train_and_log(config, todo, dataset, tracker, open_runs, summary, check_terminated)
+            _train_and_log(config, todo, dataset, tracker, open_runs, summary, check_terminated,
+                           anchor)
     except BaseException as error:
         # Nothing stays RUNNING: interrupted runs (Ctrl-C, SIGTERM from scancel or preemption,
         # submitit's exit before a requeue) are KILLED, the rest FAILED with the reason.
@@ -171,12 +173,36 @@ def start_runs(config, seeds, group, data_digest, tracker, job_id=None) -> dict[
     return dict(zip(seeds, tracker.start_runs(runs), strict=True))
 
 
-def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_terminated
-                   ) -> None:
-    """Train the seeds together, then end the runs: the failed replicas FAILED with their
-    reasons, the rest FINISHED with their results, all at once."""
+def anchor_for(config: Config, dataset: Dataset, tracker: tracking.Tracker) -> np.ndarray:
+    """The training-set predictions of `config`'s anchor: the stored ones, else the anchor is
+    trained here and logged as a run of the experiment (on a SQLite store, one process at a
+    time, so that parallel jobs of a configuration train it once)."""
+    base = anchors.anchor_config(config)
+    with tracker.exclusively("anchors"):
+        found = anchors.stored_anchor(tracker, base, dataset.digest)
+        if found is not None:
+            return found
+        log.info("training the anchor of group %s", group_key(config))
+        started = time.perf_counter()
+        [result] = train_replicas(base, [base.seed], dataset)
+        if result.failure:
+            raise anchors.AnchorError(f"the anchor of group {group_key(config)} failed: "
+                                      f"{result.failure}")
+        record, files = finished_run(base, result, dataset, time.perf_counter() - started)
+        files[anchors.TRAIN_PREDICTIONS] = _npy(result.train_predictions)
+        run_id = tracker.start_run(f"anchor-{run_name(base)}",
+                                   anchors.anchor_tags(base, dataset.digest))
+        tracker.finish_runs({run_id: record}, {run_id: files})
+        return result.train_predictions
+
+
+def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_terminated,
+                   anchor=None) -> None:
+    """Train the seeds together (toward `anchor`'s predictions under mitigation=anchor), then
+    end the runs: the failed replicas FAILED with their reasons, the rest FINISHED with their
+    results, all at once."""
     started = time.perf_counter()
-    results = train_replicas(config, seeds, dataset)
+    results = train_replicas(config, seeds, dataset, anchor)
     train_seconds = time.perf_counter() - started
     check_terminated()
     failed = {result.seed: result.failure for result in results if result.failure}

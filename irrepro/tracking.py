@@ -46,15 +46,17 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialize creation of a SQLite store: concurrent schema migrations collide."""
+def _store_lock(uri: str, purpose: str = "") -> Iterator[None]:
+    """Serialize creation of a SQLite store (concurrent schema migrations collide), or, with
+    a `purpose`, another piece of work on it; no lock for other stores."""
     path = sqlite_path(uri)
     if path is None:
         yield
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "w")  # noqa: SIM115
+        suffix = f".{purpose}.lock" if purpose else ".lock"
+        handle = open(path.with_name(path.name + suffix), "w")  # noqa: SIM115
     except OSError as error:
         raise TrackingError(f"cannot write the tracking store at {path}: {error}") from error
     with handle:
@@ -133,6 +135,25 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
+
+    def exclusively(self, purpose: str):
+        """A context in which no other process does `purpose` on this store (SQLite stores,
+        through a lock file beside it; other stores are not locked)."""
+        return _store_lock(self.uri, purpose)
+
+    def read_artifact(self, run: Any, name: str) -> bytes:
+        """One artifact file of a run: read in place from a local artifact folder, else
+        downloaded."""
+        folder = _local_folder(run.info.artifact_uri)
+        if folder is not None:
+            return (folder / name).read_bytes()
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as staging:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=name, tracking_uri=self.uri,
+                dst_path=staging)
+            return Path(path).read_bytes()
 
     def finished_seeds(self, group: str, data_hash: str) -> set[int]:
         """Seeds of the group that already have a FINISHED run on the same data."""

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from irrepro import mitigations
 from irrepro import schedule as schedules
 from irrepro.activations import get_activation
-from irrepro.config import Config, ConfigError, OptimizerConfig
+from irrepro.config import Config, OptimizerConfig, check_steps
 from irrepro.data import Dataset
 from irrepro.metrics import log_loss
 from irrepro.models import (
@@ -23,7 +24,6 @@ from irrepro.models import (
     pad_rows,
     perturb_one_weight,
     predict_probabilities,
-    stacked_loss,
 )
 from irrepro.modules import (
     StackedModules,
@@ -43,8 +43,8 @@ class ReplicaResult:
 
     `checkpoints` holds the test predictions at `checkpoint_steps` (rows in step order, the
     last row equal to `predictions`), when checkpoints were asked for. `train_loss` is its
-    final log loss on the whole training set, `loss_change` the relative fall of that loss
-    over the last tenth of training.
+    final log loss on the whole training set (`train_predictions`), `loss_change` the
+    relative fall of that loss over the last tenth of training.
     """
 
     seed: int
@@ -55,6 +55,7 @@ class ReplicaResult:
     checkpoints: np.ndarray | None = None
     train_loss: float = math.nan
     loss_change: float = math.nan
+    train_predictions: np.ndarray | None = None
 
 
 def make_deterministic(threads: int) -> None:
@@ -69,7 +70,9 @@ def build_model(
     config: Config, seeds: list[int], features: int | None = None, outputs: int = 1
 ) -> StackedNet | StackedModules:
     """One replica per seed for `features` inputs (default `data.dim`) and `outputs` logits,
-    each initialized from its own init stream (and perturbed by its perturb stream), stacked.
+    each initialized from its own init stream (and perturbed by its perturb stream), stacked;
+    under co-distillation, `members` replicas per seed (seed-major), member m from the seed's
+    streams for member m.
 
     A user's module (model=module) is stacked with `StackedModules`: under torch.vmap when its
     parameter matrices keep every replica's slab aligned (then vmap is bit-exact), else
@@ -78,25 +81,27 @@ def build_model(
     """
     mode = config.randomness.name
     features = config.data.dim if features is None else features
+    replicas = [(seed, member) for seed in seeds
+                for member in range(mitigations.members(config.mitigation))]
     if config.model.name == "module":
         modules = []
-        for seed in seeds:
+        for seed, member in replicas:
             module = build_module(config.model, features, outputs, config.activation,
-                                  torch_generator("init", seed, mode))
+                                  torch_generator("init", seed, mode, member))
             if mode == "perturb":
                 perturb_one_weight(dict(module.named_parameters()),
-                                   numpy_generator("perturb", seed, mode))
+                                   numpy_generator("perturb", seed, mode, member))
             modules.append(module)
         return StackedModules(modules, vectorize=aligned_slabs(modules[0]))
-    replicas = []
-    for seed in seeds:
+    stacked = []
+    for seed, member in replicas:
         params = init_parameters(
-            config.model, features, torch_generator("init", seed, mode), outputs
+            config.model, features, torch_generator("init", seed, mode, member), outputs
         )
         if mode == "perturb":
-            perturb_one_weight(params, numpy_generator("perturb", seed, mode))
-        replicas.append(params)
-    return StackedNet(replicas, get_activation(config.activation))
+            perturb_one_weight(params, numpy_generator("perturb", seed, mode, member))
+        stacked.append(params)
+    return StackedNet(stacked, get_activation(config.activation))
 
 
 def model_for(config: Config, seeds: list[int], dataset: Dataset) -> StackedNet | StackedModules:
@@ -107,12 +112,9 @@ def model_for(config: Config, seeds: list[int], dataset: Dataset) -> StackedNet 
 
 def check_trainable(config: Config, dataset: Dataset) -> None:
     """Raise before any training what would fail in it: a module that does not build, or that
-    vmap cannot batch (ModuleError), or checkpoints that the run's steps cannot hold
-    (ConfigError)."""
-    try:
-        checkpoint_steps(config.train.checkpoints, total_steps(config, len(dataset.y_train)))
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    vmap cannot batch (ModuleError), or checkpoints or a burn-in that the run's steps cannot
+    hold (ConfigError)."""
+    check_steps(config, total_steps(config, len(dataset.y_train)))
     if config.model.name == "module":
         model = model_for(config, [config.seed] * 2, dataset)
         inputs = encode_inputs(config.model, dataset.x_train[:1])
@@ -126,7 +128,8 @@ def make_optimizer(
     """An element-wise optimizer, so that stacked replicas stay independent, and its
     learning-rate schedule (stepped once per update)."""
     optimizers = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
-    optimizer = optimizers[config.name](params, lr=config.lr, foreach=False)
+    optimizer = optimizers[config.name](params, lr=config.lr, weight_decay=config.weight_decay,
+                                        foreach=False)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.schedule, total_steps)
     )
@@ -145,8 +148,14 @@ def _epoch_orders(config: Config, n: int, generators: list[np.random.Generator])
     return torch.from_numpy(np.stack([shuffle_order(n, window, rng) for rng in generators]))
 
 
-def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[ReplicaResult]:
-    """Train one model per seed in one stacked computation and predict the test set."""
+def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
+                   anchor: np.ndarray | None = None) -> list[ReplicaResult]:
+    """Train one model per seed in one stacked computation and predict the test set.
+
+    `anchor` is the anchor model's predictions on the training set, which mitigation=anchor
+    distills toward. Under co-distillation a seed's predictions are its member 0's; under
+    `ema`, the moving average's.
+    """
     make_deterministic(config.train.threads)
     device = torch.device(config.train.device)
     mode = config.randomness.name
@@ -155,6 +164,11 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
     wanted = checkpoint_steps(config.train.checkpoints, steps)
     model = model_for(config, seeds, dataset).to(device)
     optimizer, schedule = make_optimizer(config.optimizer, model.parameters(), steps)
+    average = mitigations.weight_average(model, config.mitigation)
+    predictor = model if average is None else average.module
+    group = mitigations.members(config.mitigation)
+    targets = None if anchor is None else torch.from_numpy(anchor).to(device)
+    objective = mitigations.Objective(config.mitigation, targets)
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
     y_train = torch.from_numpy(dataset.y_train).to(device)
     x_test = encode_inputs(config.model, dataset.x_test).to(device)
@@ -166,65 +180,76 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset) -> list[R
 
     snapshot_steps = set(wanted[:-1].tolist())
 
+    def predict(inputs: torch.Tensor) -> np.ndarray:
+        """Each seed's predictions (its member 0's) on `inputs`."""
+        return predict_probabilities(predictor, inputs)[::group]
+
     def observe(step: int) -> None:
         """Test predictions at a checkpoint before the last (the last are the final ones),
         and the training-set loss where the last tenth of training begins."""
         if step in snapshot_steps:
-            snapshots.append(predict_probabilities(model, x_test))
+            snapshots.append(predict(x_test))
         if step == opens_last_tenth:
-            losses_before.extend(_train_losses(model, x_train, dataset.y_train))
+            losses_before.extend(log_loss(p, dataset.y_train) for p in predict(x_train))
+
+    def update() -> None:
+        optimizer.step()
+        schedule.step()
+        if average is not None:
+            average.update_parameters(model)
 
     observe(0)
     with tqdm(total=steps, desc="train", unit="step", leave=False,
               disable=None if config.train.progress else True) as progress:
-        _train_passes(config, model, (optimizer, schedule), x_train, y_train, shufflers,
+        _train_passes(config, model, objective, update, (x_train, y_train), shufflers,
                       results, progress, steps, observe)
     if not all(result.failure for result in results):
-        _predict(model, x_test, results, wanted, snapshots)
-        losses = _train_losses(model, x_train, dataset.y_train)
-        for result, before, after in zip(results, losses_before, losses, strict=True):
-            result.train_loss, result.loss_change = after, loss_change(before, after)
+        _predict(predict(x_test), results, wanted, snapshots)
+        train_predictions = predict(x_train)
+        for result, before, after in zip(results, losses_before, train_predictions,
+                                         strict=True):
+            result.train_predictions = after
+            result.train_loss = log_loss(after, dataset.y_train)
+            result.loss_change = loss_change(before, result.train_loss)
     return results
 
 
-def _train_losses(model, x_train, y_train) -> list[float]:
-    """Each replica's log loss on the whole training set (class probabilities [N, C] for C
-    classes)."""
-    return [log_loss(p, y_train) for p in predict_probabilities(model, x_train)]
-
-
 def _train_passes(
-    config, model, optimizers, x_train, y_train, shufflers, results, progress, total_steps,
+    config, model, objective, update, train_set, shufflers, results, progress, total_steps,
     observe,
 ):
     """Every pass over the training data; stops early once every replica has diverged.
 
-    `optimizers` is the optimizer and its schedule; `observe(step)` runs after every update.
+    `update()` steps the optimizer (its schedule, the weight average); `observe(step)` runs
+    after every update. Replicas are seed-major, `objective.members` per seed, the members
+    of a seed seeing the seed's batches.
     """
-    optimizer, schedule = optimizers
+    x_train, y_train = train_set
     batch = config.train.batch_size
     n_train = len(y_train)
-    loss_sum = torch.zeros(len(results), dtype=torch.float64, device=x_train.device)
+    group = objective.members
+    loss_sum = torch.zeros(len(results) * group, dtype=torch.float64, device=x_train.device)
     since_log = step = 0
     for _ in range(config.train.passes):
         orders = _epoch_orders(config, n_train, shufflers).to(x_train.device)
+        if group > 1:
+            orders = orders.repeat_interleave(group, dim=0)
         for start in range(0, n_train, batch):
             # Padded rows (example 0) keep every replica's slab aligned; they leave the loss
             # before its mean, so their gradient is exactly zero.
             indices = pad_rows(orders[:, start:start + batch], dim=1)
             rows = min(batch, n_train - start)
-            losses = stacked_loss(model(x_train[indices]), y_train[indices], rows)
-            optimizer.zero_grad(set_to_none=True)
+            losses = objective(model(x_train[indices]), y_train[indices], indices, rows, step)
+            model.zero_grad(set_to_none=True)
             losses.sum().backward()
-            optimizer.step()
-            schedule.step()
+            update()
             loss_sum += losses.detach()
             since_log += 1
             step += 1
             progress.update()
             observe(step)
             if since_log == config.train.log_every or step == total_steps:
-                _record(results, step, (loss_sum / since_log).tolist())
+                _record(results, step, (loss_sum[::group] / since_log).tolist())
                 loss_sum.zero_()
                 since_log = 0
                 if all(result.failure for result in results):
@@ -241,9 +266,9 @@ def _record(results: list[ReplicaResult], step: int, losses: list[float]) -> Non
             result.curve.append((step, loss))
 
 
-def _predict(model, x_test, results, wanted, snapshots) -> None:
-    """Final test predictions of each replica that did not fail, and its checkpoints."""
-    final = predict_probabilities(model, x_test)
+def _predict(final, results, wanted, snapshots) -> None:
+    """Each seed's final test predictions (`final`, [K, N, ...]) unless it failed, and its
+    checkpoints."""
     history = np.stack([*snapshots, final], axis=1) if len(wanted) else None
     for index, result in enumerate(results):
         if result.failure:

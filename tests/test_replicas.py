@@ -29,12 +29,13 @@ STACKS = (
 )
 
 
-def assert_replicas_match_single_runs(config, stacks=STACKS, watched=WATCHED):
-    """Every watched seed of every stack gives exactly its single run's results."""
+def assert_replicas_match_single_runs(config, stacks=STACKS, watched=WATCHED, anchor=None):
+    """Every watched seed of every stack gives exactly its single run's results (trained
+    toward `anchor`'s predictions under mitigation=anchor)."""
     data = make_dataset(config.data)
-    singles = {seed: train_replicas(config, [seed], data)[0] for seed in watched}
+    singles = {seed: train_replicas(config, [seed], data, anchor)[0] for seed in watched}
     for stack in stacks:
-        for position, result in enumerate(train_replicas(config, list(stack), data)):
+        for position, result in enumerate(train_replicas(config, list(stack), data, anchor)):
             if result.seed not in singles:
                 continue
             alone, where = singles[result.seed], f"seed {result.seed} at {position} of {len(stack)}"
