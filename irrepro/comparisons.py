@@ -25,7 +25,7 @@ MEASURES = ("factor", "level_a", "level_b", "runs_a", "runs_b", "pd_a", "pd_b", 
             "p_value", "p_adjusted", "paired")
 
 
-class _PairPD:
+class PairPD:
     """A group's per-example PD of every pair of its runs [N, R, R], and its Sample."""
 
     def __init__(self, group: Group):
@@ -33,7 +33,7 @@ class _PairPD:
         self.sample = uncertainty.sample([self.values])
 
 
-def compare_pd(a: Group, b: Group, pair_pd: dict[str, _PairPD]
+def compare_pd(a: Group, b: Group, pair_pd: dict[str, PairPD]
                ) -> uncertainty.Comparison | None:
     """PD of group a against group b, from `pair_pd` by group key; None where either has too
     few seeds."""
@@ -74,7 +74,7 @@ def comparisons(groups: list[Group]) -> pd.DataFrame:
         for members in matched.values():
             members.sort(key=lambda member: order.index(member[1][factor]))
             # each group's pair values once per set of otherwise equal groups
-            pair_pd = {g.key: _PairPD(g) for g, _ in members if len(g.seeds) >= 2}
+            pair_pd = {g.key: PairPD(g) for g, _ in members if len(g.seeds) >= 2}
             for (a, column_a), (b, column_b) in itertools.combinations(members, 2):
                 result = compare_pd(a, b, pair_pd)
                 if result is not None:

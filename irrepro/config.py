@@ -22,7 +22,7 @@ ACTIVATIONS = (
 )
 RANDOMNESS = ("none", "init", "shuffle", "all", "perturb")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
-MITIGATIONS = ("none", "min_entropy", "codistill", "anchor", "ema")
+MITIGATIONS = ("none", "min_entropy", "codistill", "anchor", "ema", "ensemble")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("cpu", "cuda")
 
@@ -100,7 +100,7 @@ class MitigationConfig:
     name: str = field(default="none", metadata=_check(choices=MITIGATIONS))
     # min_entropy, codistill, anchor: the strength of the added term (anchor: at most 1)
     weight: float = field(default=0.0, metadata=_check(ge=0.0))
-    # codistill: models trained together per seed, and updates before distillation starts
+    # codistill, ensemble: models trained per seed; codistill: updates before distillation
     members: int = field(default=2, metadata=_check(ge=2))
     burn_in: int = field(default=0, metadata=_check(ge=0))
     # ema: the moving average's decay per update (0 predicts from the last weights)
@@ -304,7 +304,7 @@ def unused_keys(config: Config) -> tuple[str, ...]:
 
 _MITIGATION_KEYS = {
     "min_entropy": ("weight",), "codistill": ("weight", "members", "burn_in"),
-    "anchor": ("weight",), "ema": ("decay",),
+    "anchor": ("weight",), "ema": ("decay",), "ensemble": ("members",),
 }
 
 

@@ -551,11 +551,94 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
     return Path(path)
 
 
+def _mitigation_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's mitigation in words, with its activation where activations vary."""
+    from irrepro.mitigations import mitigation_label
+
+    labels = pd.Series([mitigation_label(row) for row in frame.to_dict("records")],
+                       index=frame.index)
+    if frame["activation.name"].nunique() > 1:
+        labels = labels.where(labels != "none", "none, " + frame["activation.name"])
+    return labels
+
+
+def _has_mitigations(frame: pd.DataFrame) -> bool:
+    return any(key in frame for key in ("mitigation.name", "optimizer.weight_decay"))
+
+
+def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """PD against excess log loss (log loss without a teacher) for each mitigation and
+    strength, with 95% intervals over seeds and test examples, one panel per configuration
+    of the other factors; groups without a mitigation are stars. Hollow: not converged."""
+    data = _with_pd(summary)
+    if not _has_mitigations(data) or len(data) < 2:
+        return None
+    quality = _quality(data)
+    data = data.assign(arm=_mitigation_labels(data))
+    keys = [key for key in varying(data, exclude=["arm", "activation.name", "activation.beta"])
+            if not (key.startswith("mitigation.") or key == "optimizer.weight_decay")]
+    panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(data, keys)] if keys \
+        else [("", data)]
+    arms = levels(data["arm"])
+    with _figure(path, _title(study, f"PD vs {_loss_label(quality)} by mitigation"),
+                 len(panels), width=max(7.0, 5.0 * len(panels))) as (fig, axes):
+        for ax, (name, rows) in zip(axes, panels, strict=True):
+            ax.errorbar(rows[f"{quality}_mean"], rows["pd"],
+                        xerr=_errors(rows, quality, f"{quality}_mean"),
+                        yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
+                        elinewidth=0.8, zorder=1)
+            for (_, row), done in zip(rows.iterrows(), _converged(rows), strict=True):
+                color = COLORS[arms.index(row["arm"]) % len(COLORS)]
+                plain = row["arm"].startswith("none")
+                ax.scatter(row[f"{quality}_mean"], row["pd"], s=110 if plain else 36,
+                           marker="*" if plain else "o",
+                           facecolors=color if done else "white", edgecolors=color,
+                           zorder=2, label=row["arm"])
+            ax.set_title(name, fontsize="small")
+            ax.set_xlabel(f"{_loss_label(quality)} (nats)")
+        axes[0].set_ylabel(PD_LABEL)
+        _legend(fig, _unique_handles(axes), title="mitigation (star: none)")
+        _note_unconverged(fig, data)
+    return Path(path)
+
+
+def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """Each mitigation's PD relative to the same configuration without one, with its 95%
+    interval over seeds and test examples (log x; 1 = no change), one panel per
+    configuration of the other factors. Filled: the change is significant at 5% after
+    Holm's adjustment."""
+    if effects is None or effects.empty:
+        return None
+    keys = [c for c in effects.columns if "." in c]  # the config values; measures have none
+    panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(effects, keys)] if keys \
+        else [("", effects)]
+    arms = levels(effects["mitigation"])
+    height = 1.2 + 0.3 * len(arms)
+    with _figure(path, _title(study, "PD relative to no mitigation"), len(panels),
+                 width=max(7.0, 5.0 * len(panels)), sharey=True) as (fig, axes):
+        fig.set_figheight(max(4.5, height))
+        for ax, (name, rows) in zip(axes, panels, strict=True):
+            y = [arms.index(arm) for arm in rows["mitigation"]]
+            ax.errorbar(rows["ratio"], y, xerr=_errors(rows, "ratio"), fmt="none",
+                        ecolor="grey", elinewidth=1)
+            significant = rows["p_adjusted"] < 0.05
+            ax.scatter(rows["ratio"], y, color="black", s=30,
+                       facecolors=["black" if s else "white" for s in significant], zorder=2)
+            ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_xscale("log")
+            ax.set_title(name, fontsize="small")
+            ax.set_xlabel("PD ratio to no mitigation (log scale)")
+        axes[0].set_yticks(range(len(arms)), arms, fontsize="small")
+        axes[0].invert_yaxis()
+        fig.suptitle(f"{fig.get_suptitle()}\n(filled: significant at 5% after Holm)")
+    return Path(path)
+
+
 def draw_all(
     summary: pd.DataFrame, ensembles: pd.DataFrame | None,
     per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
     out_dir: str | Path, study: str, by_step: pd.DataFrame | None = None,
-    per_example_basis: str = "teacher",
+    per_example_basis: str = "teacher", effects: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written.
     `per_example_basis` says what the per-example values are binned by (see
@@ -572,6 +655,8 @@ def draw_all(
             summary, per_example or {}, p, study=study, basis=per_example_basis),
         "ensemble_pd": lambda p: None if ensembles is None else ensemble_pd(
             ensembles, p, study=study),
+        "pd_vs_loss": lambda p: pd_vs_loss(summary, p, study=study),
+        "pd_reduction": lambda p: pd_reduction(effects, p, study=study),
     }
     written = [draw(out_dir / f"{name}.png") for name, draw in figures.items()]
     return [path for path in written if path is not None]

@@ -1,6 +1,6 @@
 """Mitigations of irreproducibility inside the stacked engine: terms added to each replica's
-training loss (min-entropy, co-distillation, distillation toward an anchor) and a moving
-average of the weights that predict (EMA).
+training loss (min-entropy, co-distillation, distillation toward an anchor), a moving
+average of the weights that predict (EMA), and, as a reference, an ensemble per seed.
 
 Every term is computed per replica and per example, then cut to the batch's real rows like
 the loss itself, so padded rows get no gradient and a replica's bits never depend on the
@@ -9,6 +9,10 @@ stack it trains in.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -17,9 +21,41 @@ from irrepro.config import MitigationConfig
 from irrepro.models import scores, stacked_loss
 
 
+def is_mitigation_key(key: str) -> bool:
+    """Keys that make a mitigation: the mitigation group's and the optimizer's weight decay."""
+    return key.startswith("mitigation.") or key == "optimizer.weight_decay"
+
+
+def mitigation_label(column: dict[str, Any]) -> str:
+    """A group's mitigation in words, from its config columns: its name and strengths
+    ('none' without one; missing values, None or NaN, count as absent)."""
+    column = {key: value for key, value in column.items()
+              if value is not None and not (isinstance(value, float) and math.isnan(value))}
+    parts = []
+    if "mitigation.name" in column:
+        strengths = [f"{key.split('.', 1)[1]}={column[key]:g}" for key in
+                     ("mitigation.weight", "mitigation.decay") if key in column]
+        members = column.get("mitigation.members", 2)
+        if column["mitigation.name"] == "ensemble" or members != 2:
+            strengths.append(f"members={int(members)}")
+        parts.append(" ".join([column["mitigation.name"], *strengths]))
+    if "optimizer.weight_decay" in column:
+        parts.append(f"weight_decay={column['optimizer.weight_decay']:g}")
+    return ", ".join(parts) or "none"
+
+
 def members(config: MitigationConfig) -> int:
-    """Models trained per seed: `members` under co-distillation, else 1."""
-    return config.members if config.name == "codistill" else 1
+    """Models trained per seed: `members` under co-distillation and for an ensemble, else 1."""
+    return config.members if config.name in ("codistill", "ensemble") else 1
+
+
+def seed_predictions(predictions: np.ndarray, config: MitigationConfig) -> np.ndarray:
+    """Each seed's predictions from its members' ([K * M, N, ...], seed-major): the mean of
+    an ensemble's members, else member 0's."""
+    group = members(config)
+    if config.name == "ensemble":
+        return predictions.reshape(-1, group, *predictions.shape[1:]).mean(axis=1)
+    return predictions[::group]
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irrepro import analysis, comparisons, figures
+from irrepro import analysis, comparisons, figures, mitigation_effects
 from irrepro.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def analyze(
                     "seeds, only over test examples", few, len(groups))
     summary = analysis.summary_frame(groups)
     compared = comparisons.comparisons(groups)
+    effects = mitigation_effects.mitigation_effects(groups)
     ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
     by_step = pd.DataFrame([row for group in groups for row in analysis.by_step_rows(group)])
     # Without a teacher for every group, examples are binned by the runs' mean confidence.
@@ -60,10 +61,15 @@ def analyze(
         readable_summary(summary)))
     compared.to_csv(reports / "comparisons.csv", index=False)
     (reports / "comparisons.md").write_text(comparisons.markdown(compared, study))
+    for stale in ("mitigations.csv", "mitigations.md"):
+        (reports / stale).unlink(missing_ok=True)
+    if not effects.empty:
+        effects.to_csv(reports / "mitigations.csv", index=False)
+        (reports / "mitigations.md").write_text(mitigation_effects.markdown(effects, study))
     for stale in (figures_dir / study).glob("*.png"):
         stale.unlink()
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
-                             by_step=by_step, per_example_basis=basis)
+                             by_step=by_step, per_example_basis=basis, effects=effects)
     if log_run:
         _log_analysis_run(tracker, study, reports, figures_dir / study, len(groups), selection)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)

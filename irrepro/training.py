@@ -153,8 +153,8 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     """Train one model per seed in one stacked computation and predict the test set.
 
     `anchor` is the anchor model's predictions on the training set, which mitigation=anchor
-    distills toward. Under co-distillation a seed's predictions are its member 0's; under
-    `ema`, the moving average's.
+    distills toward. Under co-distillation a seed's predictions are its member 0's, for an
+    ensemble its members' mean; under `ema`, the moving average's.
     """
     make_deterministic(config.train.threads)
     device = torch.device(config.train.device)
@@ -166,7 +166,6 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     optimizer, schedule = make_optimizer(config.optimizer, model.parameters(), steps)
     average = mitigations.weight_average(model, config.mitigation)
     predictor = model if average is None else average.module
-    group = mitigations.members(config.mitigation)
     targets = None if anchor is None else torch.from_numpy(anchor).to(device)
     objective = mitigations.Objective(config.mitigation, targets)
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
@@ -181,8 +180,9 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     snapshot_steps = set(wanted[:-1].tolist())
 
     def predict(inputs: torch.Tensor) -> np.ndarray:
-        """Each seed's predictions (its member 0's) on `inputs`."""
-        return predict_probabilities(predictor, inputs)[::group]
+        """Each seed's predictions on `inputs` (see `mitigations.seed_predictions`)."""
+        return mitigations.seed_predictions(predict_probabilities(predictor, inputs),
+                                            config.mitigation)
 
     def observe(step: int) -> None:
         """Test predictions at a checkpoint before the last (the last are the final ones),

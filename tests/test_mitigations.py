@@ -12,7 +12,7 @@ from irrepro import anchors, tracking
 from irrepro.config import ConfigError, MitigationConfig, config_hash, group_key, run_params
 from irrepro.data import make_dataset
 from irrepro.job import anchor_for, run_job
-from irrepro.mitigations import Objective, others_mean
+from irrepro.mitigations import Objective, others_mean, seed_predictions
 from irrepro.training import train_replicas
 from tests.cli import store_uri
 from tests.conftest import make_config
@@ -32,6 +32,7 @@ ON = {
     "anchor": {"mitigation.weight": 0.5},
     "ema": {"mitigation.decay": 0.9},
     "weight_decay": {"optimizer.weight_decay": 0.01},
+    "ensemble": {"mitigation.members": 3},
 }
 MULTICLASS = {"data.name": "sklearn", "data.dataset": "iris", "model.name": "mlp",
               "model.width": 5, "model.depth": 1, "activation.name": "gelu"}
@@ -196,6 +197,14 @@ def test_each_mitigation_at_strength_changes_the_predictions(name):
     mitigated = trained(with_mitigation(name, **ON[name]), [3])[0]
     assert mitigated.failure is None
     assert not np.array_equal(plain.predictions, mitigated.predictions)
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_and_codistill_its_first():
+    members = np.arange(12, dtype=np.float32).reshape(6, 2)  # two seeds of three members
+    ensemble = seed_predictions(members, MitigationConfig("ensemble", members=3))
+    np.testing.assert_array_equal(ensemble, [[2, 3], [8, 9]])
+    codistill = seed_predictions(members, MitigationConfig("codistill", members=3))
+    np.testing.assert_array_equal(codistill, members[[0, 3]])
 
 
 def test_codistill_weight_zero_leaves_member_zero_the_independent_run():
