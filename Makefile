@@ -78,6 +78,7 @@ bench: install
 	$(BIN)/python bench/checkpoints.py
 	$(BIN)/python bench/modules.py
 	$(BIN)/python bench/calibration.py
+	$(BIN)/python bench/mitigations.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -25,7 +25,7 @@ from irrepro.training import model_for
 
 log = logging.getLogger(__name__)
 
-RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc", "converged", "job_train_seconds")
+RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc", "converged")
 # Config columns every summary keeps, varying or not: they label the figures.
 LABEL_COLUMNS = (
     "data.name", "model.name", "model.depth", "model.width", "activation.name",

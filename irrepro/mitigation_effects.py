@@ -1,7 +1,7 @@
 """What each mitigation (and each other activation) does against the same configuration
 without one: the ratio of their PD and the difference of their loss, each with its 95%
 interval over seeds and test examples (paired by seed where they share seeds), a p-value of
-equal PD adjusted (Holm) over the study, and the ratio of their training times."""
+equal PD adjusted (Holm) over the study."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from irrepro.mitigations import is_mitigation_key, mitigation_label
 
 MEASURES = ("mitigation", "runs", "pd", "pd_none", "ratio", "ratio_low", "ratio_high",
             "p_value", "p_adjusted", "loss", "loss_none", "loss_difference",
-            "loss_difference_low", "loss_difference_high", "train_time_ratio")
+            "loss_difference_low", "loss_difference_high")
 
 
 def mitigation_effects(groups: list[Group]) -> pd.DataFrame:
@@ -100,7 +100,6 @@ def _row(group: Group, column: dict[str, Any], reference: Group, others: list[st
         "loss": loss.a, "loss_none": loss.b, "loss_difference": loss.difference,
         "loss_difference_low": loss.difference_low,
         "loss_difference_high": loss.difference_high,
-        "train_time_ratio": _time_ratio(group, reference),
         "order": (_ORDER.index(name) if name in _ORDER else len(_ORDER), label, strength),
     }
 
@@ -134,16 +133,6 @@ def _loss_difference(group: Group, reference: Group, excess: bool) -> uncertaint
         uncertainty.sample(uncertainty.run_values(B), pairs=False), paired=False)
 
 
-def _time_ratio(group: Group, reference: Group) -> float:
-    """The ratio of the groups' median job training times per seed (a job trains its seeds
-    together, so this is the cost of one seed's training in each)."""
-    times = [g.run_metrics.get("job_train_seconds", np.array([np.nan])) for g in (group, reference)]
-    if not all(np.isfinite(t).any() for t in times):
-        return np.nan
-    a, b = (float(np.nanmedian(t)) for t in times)
-    return a / b if b > 0 else np.nan
-
-
 def markdown(frame: pd.DataFrame, study: str) -> str:
     """mitigations.md: how to read it, then the table."""
     loss = frame.attrs.get("loss", "excess log loss")
@@ -159,12 +148,11 @@ def markdown(frame: pd.DataFrame, study: str) -> str:
     table[f"{loss} change [95% CI]"] = [with_interval(*v) for v in zip(
         frame["loss_difference"], frame["loss_difference_low"], frame["loss_difference_high"],
         strict=True)]
-    table["train time ×"] = frame["train_time_ratio"]
     reduced = int(((frame["p_adjusted"] < 0.05) & (frame["ratio"] < 1)).sum()) if len(frame) else 0
     return (f"# {study}: mitigations\n\nEach mitigation against the same configuration "
             "without one: PD ratio and the change in "
             f"{loss}, with 95% intervals over seeds and test examples (paired by seed); "
-            "p (Holm): test of equal PD, adjusted over these rows; train time ×: the ratio "
-            f"of training times per seed. {reduced} of {len(frame)} reduce PD at 5% after "
+            "p (Holm): test of equal PD, adjusted over these rows. "
+            f"{reduced} of {len(frame)} reduce PD at 5% after "
             "adjustment.\n\n"
             + (markdown_table(table) if len(frame) else "No group has a mitigation.\n"))
