@@ -24,7 +24,7 @@ from irrepro.config import ACTIVATIONS, DATA_KINDS, MODELS, OPTIMIZERS, RANDOMNE
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
 PD_LABEL = r"PD, mean $|p_i - p_j|$"
 # At most this many series share a panel; more become small multiples.
@@ -52,6 +52,7 @@ SIZE_KEYS = (
 COLORS = plt.get_cmap("tab10").colors
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+RATIO_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10, 20)
 
 
 def label(row: pd.Series, keys: Sequence[str] | None = None) -> str:
@@ -562,6 +563,16 @@ def _mitigation_labels(frame: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def _mitigation_kinds(frame: pd.DataFrame) -> pd.Series:
+    """Each row's kind of mitigation (its name, `weight_decay`, or `none`), for colors."""
+    kinds = pd.Series("none", index=frame.index)
+    if "optimizer.weight_decay" in frame:
+        kinds = kinds.where(frame["optimizer.weight_decay"].isna(), "weight_decay")
+    if "mitigation.name" in frame:
+        kinds = kinds.where(frame["mitigation.name"].isna(), frame["mitigation.name"])
+    return kinds
+
+
 def _has_mitigations(frame: pd.DataFrame) -> bool:
     return any(key in frame for key in ("mitigation.name", "optimizer.weight_decay"))
 
@@ -569,17 +580,23 @@ def _has_mitigations(frame: pd.DataFrame) -> bool:
 def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """PD against excess log loss (log loss without a teacher) for each mitigation and
     strength, with 95% intervals over seeds and test examples, one panel per configuration
-    of the other factors; groups without a mitigation are stars. Hollow: not converged."""
+    of the other factors: a color per kind of mitigation, a marker per strength (in order),
+    a star per group without a mitigation. Hollow: not converged."""
     data = _with_pd(summary)
     if not _has_mitigations(data) or len(data) < 2:
         return None
     quality = _quality(data)
-    data = data.assign(arm=_mitigation_labels(data))
-    keys = [key for key in varying(data, exclude=["arm", "activation.name", "activation.beta"])
+    arms = _mitigation_labels(data)
+    kinds = _mitigation_kinds(data)
+    data = data.assign(arm=arms, kind=kinds.where(kinds != "none", arms))  # a star each
+    keys = [key for key in varying(data, exclude=["arm", "kind", "activation.name",
+                                                  "activation.beta"])
             if not (key.startswith("mitigation.") or key == "optimizer.weight_decay")]
     panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(data, keys)] if keys \
         else [("", data)]
-    arms = levels(data["arm"])
+    kinds, arms = levels(data["kind"]), levels(data["arm"])
+    kind_of = dict(zip(data["arm"], data["kind"], strict=True))
+    strengths = {arm: [a for a in arms if kind_of[a] == kind_of[arm]].index(arm) for arm in arms}
     with _figure(path, _title(study, f"PD vs {_loss_label(quality)} by mitigation"),
                  len(panels), width=max(7.0, 5.0 * len(panels))) as (fig, axes):
         for ax, (name, rows) in zip(axes, panels, strict=True):
@@ -588,16 +605,17 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                         yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
                         elinewidth=0.8, zorder=1)
             for (_, row), done in zip(rows.iterrows(), _converged(rows), strict=True):
-                color = COLORS[arms.index(row["arm"]) % len(COLORS)]
-                plain = row["arm"].startswith("none")
+                color = COLORS[kinds.index(row["kind"]) % len(COLORS)]
+                plain = row["kind"].startswith("none")
+                marker = "*" if plain else MARKERS[strengths[row["arm"]] % len(MARKERS)]
                 ax.scatter(row[f"{quality}_mean"], row["pd"], s=110 if plain else 36,
-                           marker="*" if plain else "o",
-                           facecolors=color if done else "white", edgecolors=color,
-                           zorder=2, label=row["arm"])
+                           marker=marker, facecolors=color if done else "white",
+                           edgecolors="black" if plain else color, zorder=2, label=row["arm"])
             ax.set_title(name, fontsize="small")
             ax.set_xlabel(f"{_loss_label(quality)} (nats)")
         axes[0].set_ylabel(PD_LABEL)
-        _legend(fig, _unique_handles(axes), title="mitigation (star: none)")
+        _legend(fig, sorted(_unique_handles(axes), key=lambda h: arms.index(h.get_label())),
+                title="color: mitigation, marker: strength, star: none")
         _note_unconverged(fig, data)
     return Path(path)
 
@@ -626,6 +644,10 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
                        facecolors=["black" if s else "white" for s in significant], zorder=2)
             ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
             ax.set_xscale("log")
+            low, high = ax.get_xlim()
+            ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(name, fontsize="small")
             ax.set_xlabel("PD ratio to no mitigation (log scale)")
         axes[0].set_yticks(range(len(arms)), arms, fontsize="small")

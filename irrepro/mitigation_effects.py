@@ -149,8 +149,8 @@ def markdown(frame: pd.DataFrame, study: str) -> str:
         frame["loss_difference"], frame["loss_difference_low"], frame["loss_difference_high"],
         strict=True)]
     reduced = int(((frame["p_adjusted"] < 0.05) & (frame["ratio"] < 1)).sum()) if len(frame) else 0
-    return (f"# {study}: mitigations\n\nEach mitigation against the same configuration "
-            "without one: PD ratio and the change in "
+    return (f"# {study}: what each mitigation changes\n\nEach mitigation against the same "
+            "configuration without one: PD ratio and the change in "
             f"{loss}, with 95% intervals over seeds and test examples (paired by seed); "
             "p (Holm): test of equal PD, adjusted over these rows. "
             f"{reduced} of {len(frame)} reduce PD at 5% after "
