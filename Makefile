@@ -13,7 +13,7 @@ WORKERS ?= 4
 DB_URI ?= sqlite:///mlflow-server.db
 ARTIFACTS ?= mlartifacts-server
 # figures: the studies to run, at which scale (conf/scale/), into which store and folders
-STUDIES ?= single_units shuffle_window depth_width embeddings quadratic perturb mitigations
+STUDIES ?= single_units shuffle_window depth_width embeddings quadratic perturb mitigations fork sources
 SCALE ?= small
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlflow.db)
 REPORTS ?= reports

@@ -25,11 +25,11 @@ class AnchorError(RuntimeError):
 
 
 def anchor_config(config: Config) -> Config:
-    """The anchor of `config`: the same model, data and budget without a mitigation, every
-    randomness source at its fixed base, seed 0."""
+    """The anchor of `config`: the same model, data (and subsample) and budget without a
+    mitigation, every randomness source at its fixed base, no fork, seed 0."""
     return dataclasses.replace(
         config, seed=0, replicas=1, seeds=[], mitigation=MitigationConfig(),
-        randomness=dataclasses.replace(config.randomness, name="none"),
+        randomness=dataclasses.replace(config.randomness, name="none", extra=[], fork_step=0),
     )
 
 

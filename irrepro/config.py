@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from irrepro.schedule import checkpoint_steps, total_steps
+from irrepro.schedule import checkpoint_steps, total_steps, training_rows
 
 DATA_KINDS = ("linear", "quadratic", "table", "sklearn")
 SYNTHETIC_DATA = ("linear", "quadratic")
@@ -20,7 +20,9 @@ ACTIVATIONS = (
     "relu", "smelu", "swish", "gelu", "softplus", "elu", "leaky_relu", "tanh", "sigmoid",
     "identity",
 )
-RANDOMNESS = ("none", "init", "shuffle", "all", "perturb")
+RANDOMNESS = ("none", "init", "shuffle", "all", "perturb", "dropout", "data")
+# The randomness sources, in the order that gives each its stream id (irrepro.seeds).
+SOURCES = ("init", "shuffle", "perturb", "dropout", "data")
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 MITIGATIONS = ("none", "min_entropy", "codistill", "anchor", "ema", "ensemble")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -66,6 +68,8 @@ class ModelConfig:
     width: int = field(default=2, metadata=_check(ge=1))
     embedding_dim: int = field(default=8, metadata=_check(ge=1))
     buckets: int = field(default=16, metadata=_check(ge=2))
+    # mlp, embedding: the probability of dropping each hidden unit while training
+    dropout: float = field(default=0.0, metadata=_check(ge=0.0))
     # model=module: the dotted path of a factory, called as
     # factory(in_features=D, out_features=O, **kwargs), and the keyword arguments it gets.
     target: str | None = None
@@ -83,6 +87,13 @@ class ActivationConfig:
 class RandomnessConfig:
     name: str = field(default="all", metadata=_check(choices=RANDOMNESS))
     window: int = field(default=1024, metadata=_check(ge=1))
+    # sources `seed` drives besides those of `name`
+    extra: list[str] = field(default_factory=list)
+    # before this update every seed follows the fixed base streams; the sources act after it
+    fork_step: int = field(default=0, metadata=_check(ge=0))
+    # the fraction of the training set each run draws without replacement (data source);
+    # null: a bootstrap of n_train rows when the data source is random, else every row
+    subsample: float | None = field(default=None, metadata=_check(gt=0.0))
 
 
 @dataclass
@@ -169,6 +180,8 @@ def _validate_node(node: Any, prefix: str) -> None:
             _validate_node(value, key + ".")
             continue
         rules = f.metadata.get("rules", {})
+        if value is None:  # an optional key left unset
+            continue
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(rules['choices'])}")
         if "gt" in rules and not value > rules["gt"]:
@@ -199,9 +212,11 @@ def _validate_options(config: Config) -> None:
         raise ConfigError(f"data.test_fraction={data.test_fraction!r} must be < 1")
     if data.features is not None and not data.features:
         raise ConfigError("data.features=[] must name at least one column (or be null)")
+    _validate_randomness(config)
     train = config.train
     if data.name in SYNTHETIC_DATA:  # real data: checked before training, once loaded
-        check_steps(config, total_steps(data.n_train, train.batch_size, train.passes))
+        rows = training_rows(data.n_train, config.randomness.subsample)
+        check_steps(config, total_steps(rows, train.batch_size, train.passes))
     mitigation = config.mitigation
     if mitigation.name == "anchor" and not mitigation.weight <= 1:
         raise ConfigError(f"mitigation.weight={mitigation.weight!r} must be <= 1 for "
@@ -218,13 +233,48 @@ def _validate_options(config: Config) -> None:
         raise ConfigError(f"model.kwargs.{reserved[0]} is set by irrepro, not by model.kwargs")
 
 
+def _validate_randomness(config: Config) -> None:
+    """The sources a run's randomness names, its fork, its subsample and its dropout."""
+    randomness, model = config.randomness, config.model
+    unknown = [source for source in randomness.extra if source not in SOURCES]
+    if unknown:
+        raise ConfigError(f"randomness.extra={list(randomness.extra)}: {unknown[0]!r} is not "
+                          f"one of {', '.join(SOURCES)}")
+    sources = set(NAMED_SOURCES[randomness.name]) | set(randomness.extra)
+    if randomness.fork_step > 0 and "init" in sources:
+        raise ConfigError(f"randomness.fork_step={randomness.fork_step}: an initialization "
+                          f"cannot fork mid-training (randomness={randomness.name} with "
+                          f"extra={list(randomness.extra)} drives init)")
+    if randomness.fork_step > 0 and not sources:
+        raise ConfigError(f"randomness.fork_step={randomness.fork_step} forks nothing: "
+                          "randomness=none drives no source")
+    if randomness.subsample is not None and not randomness.subsample <= 1:
+        raise ConfigError(f"randomness.subsample={randomness.subsample!r} must be <= 1")
+    if not model.dropout < 1:
+        raise ConfigError(f"model.dropout={model.dropout!r} must be < 1")
+    if model.dropout > 0 and model.name not in ("mlp", "embedding"):
+        raise ConfigError(f"model.dropout={model.dropout!r} is for model=mlp or embedding, "
+                          f"not {model.name}")
+    if "dropout" in sources and model.dropout == 0:
+        raise ConfigError("the dropout source needs model.dropout > 0 (model=mlp or embedding)")
+
+
+# The sources each randomness option lets `seed` drive; the others use a fixed stream.
+NAMED_SOURCES = {"none": (), "init": ("init",), "shuffle": ("shuffle",),
+                  "all": ("init", "shuffle"), "perturb": ("perturb",), "dropout": ("dropout",),
+                  "data": ("data",)}
+
+
 def check_steps(config: Config, steps: int) -> None:
-    """Raise ConfigError for what the run's `steps` updates cannot hold: its checkpoints, or
-    a co-distillation whose burn-in outlasts training."""
+    """Raise ConfigError for what the run's `steps` updates cannot hold: its checkpoints, a
+    co-distillation whose burn-in outlasts training, or a fork after its last update."""
     try:
         checkpoint_steps(config.train.checkpoints, steps)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if config.randomness.fork_step > steps:
+        raise ConfigError(f"randomness.fork_step={config.randomness.fork_step} must be <= the "
+                          f"run's {steps} updates")
     mitigation = config.mitigation
     if mitigation.name == "codistill" and mitigation.burn_in >= steps:
         raise ConfigError(f"mitigation.burn_in={mitigation.burn_in} must be < the run's "
@@ -288,6 +338,12 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         unused.append("optimizer.schedule")
     if config.optimizer.weight_decay == 0:
         unused.append("optimizer.weight_decay")
+    if config.model.dropout == 0:
+        unused.append("model.dropout")
+    randomness = config.randomness
+    unused += [f"randomness.{key}" for key, default in
+               (("extra", []), ("fork_step", 0), ("subsample", None))
+               if getattr(randomness, key) == default]
     unused += _unused_mitigation_keys(config.mitigation.name)
     if config.data.name in SYNTHETIC_DATA:
         unused += [f"data.{key}" for key in _REAL_DATA_KEYS]

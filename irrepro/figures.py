@@ -656,6 +656,47 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
     return Path(path)
 
 
+def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
+    """Final PD against the fork step (symlog x; 0 = no fork, the source acting throughout),
+    one line per activation with its 95% interval band over seeds and test examples, one
+    panel per configuration of the other factors (model and source); a dashed line at each
+    activation's PD without a fork. Hollow: not converged."""
+    if "randomness.fork_step" not in summary:
+        return None
+    data = _with_pd(summary).assign(**{
+        "randomness.fork_step": summary["randomness.fork_step"].fillna(0)})
+    keys = varying(data, exclude=["randomness.fork_step"])
+    line_keys = [key for key in keys if key.startswith("activation.")]
+    panel_keys = [key for key in keys if key not in line_keys and key != "randomness.window"]
+    panels = [(label(rows.iloc[0], panel_keys), rows) for _, rows in _series(data, panel_keys)] \
+        if panel_keys else [("", data)]
+    order = _series_labels(data, line_keys)
+    steps = data["randomness.fork_step"]
+    positive = steps[steps > 0]
+    with _figure(path, _title(study, "final PD by the step where runs fork"), len(panels),
+                 width=max(7.0, 3.6 * len(panels)), sharey=False) as (fig, axes):
+        for ax, (name, rows) in zip(axes, panels, strict=True):
+            _lines(ax, rows, line_keys, "randomness.fork_step", "pd",
+                   band=("pd_low", "pd_high"), order=order)
+            for series, members in _series(rows, line_keys):
+                unforked = members[members["randomness.fork_step"] == 0]
+                if len(unforked):
+                    ax.axhline(unforked["pd"].iloc[0], linestyle=":", linewidth=0.8,
+                               color=_style(order.index(series))["color"])
+            ax.set_xscale("symlog", linthresh=positive.min() if len(positive) else 1)
+            ax.set_xlim(0, steps.max() * 1.2 if steps.max() > 0 else 1)  # no negative half
+            ticks = sorted(steps.unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize="small", rotation=45)
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_ylim(bottom=0)
+            ax.set_title(name, fontsize="small")
+            ax.set_xlabel("fork step (symlog; 0 = no fork)")
+        axes[0].set_ylabel(PD_LABEL + " at the end")
+        _legend(fig, _unique_handles(axes), title="dotted: the same source without a fork")
+        _note_unconverged(fig, data)
+    return Path(path)
+
+
 def draw_all(
     summary: pd.DataFrame, ensembles: pd.DataFrame | None,
     per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
@@ -679,6 +720,7 @@ def draw_all(
             ensembles, p, study=study),
         "pd_vs_loss": lambda p: pd_vs_loss(summary, p, study=study),
         "pd_reduction": lambda p: pd_reduction(effects, p, study=study),
+        "pd_by_fork_step": lambda p: pd_by_fork_step(summary, p, study=study),
     }
     written = [draw(out_dir / f"{name}.png") for name, draw in figures.items()]
     return [path for path in written if path is not None]

@@ -136,17 +136,40 @@ def _affine(bias: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> t
     return out[..., :width].contiguous() if extra else out
 
 
+class DropoutMasks:
+    """Inverted-dropout masks for K stacked replicas, replica k's drawn from its own generator
+    (so they never depend on the stack): each unit kept with probability 1 - p and scaled by
+    1 / (1 - p). `generators` may be replaced (a fork). A copy of a model (its weight
+    average) shares them: it predicts without dropout."""
+
+    def __init__(self, p: float, generators: list[torch.Generator]):
+        self.p = p
+        self.generators = generators
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        shape = hidden.shape[1:]
+        kept = torch.stack([torch.rand(shape, generator=generator) >= self.p
+                            for generator in self.generators])
+        return hidden * (kept.to(hidden.dtype) * (1 / (1 - self.p))).to(hidden.device)
+
+    def __deepcopy__(self, memo) -> DropoutMasks:
+        return self
+
+
 class StackedNet(torch.nn.Module):
     """K networks of one architecture; input [K, B, ...], output logits [K, B] (one output)
-    or [K, B, C] (C outputs).
+    or [K, B, C] (C outputs). With `dropout`, its masks apply to every hidden layer in
+    training mode.
 
     B must be a multiple of ROW_ALIGNMENT (see `pad_rows`): then replica i computes bit for bit
     what it computes alone or at any other position of any stack.
     """
 
-    def __init__(self, replicas: list[dict[str, torch.Tensor]], activation: Activation):
+    def __init__(self, replicas: list[dict[str, torch.Tensor]], activation: Activation,
+                 dropout: DropoutMasks | None = None):
         super().__init__()
         self.activation = activation
+        self.dropout = dropout
         self.replicas = len(replicas)
         self.params = torch.nn.ParameterDict(
             {name: torch.stack([r[name] for r in replicas]) for name in replicas[0]}
@@ -168,6 +191,8 @@ class StackedNet(torch.nn.Module):
         for layer in range(self.layers - 1):
             weight, bias = self.params[f"weight{layer}"], self.params[f"bias{layer}"]
             hidden = self.activation(_affine(bias, hidden, weight))
+            if self.dropout is not None and self.training:
+                hidden = self.dropout(hidden)
         last = self.layers - 1
         weight, bias = self.params[f"weight{last}"], self.params[f"bias{last}"]
         if weight.shape[2] > 1:  # C outputs: a layer like the hidden ones

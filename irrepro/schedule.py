@@ -19,6 +19,12 @@ def total_steps(n_train: int, batch_size: int, passes: int) -> int:
     return math.ceil(n_train / batch_size) * passes
 
 
+def training_rows(n_train: int, subsample: float | None) -> int:
+    """Rows a run trains on per pass: all `n_train` (or a bootstrap of as many), or the
+    fraction `subsample` of them, at least one."""
+    return n_train if subsample is None else max(1, round(subsample * n_train))
+
+
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
     """The learning rate's multiplier after `step` updates: constant, cosine or linear to 0."""
     factors: dict[str, Callable[[int], float]] = {

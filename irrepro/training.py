@@ -18,6 +18,7 @@ from irrepro.config import Config, OptimizerConfig, check_steps
 from irrepro.data import Dataset
 from irrepro.metrics import log_loss
 from irrepro.models import (
+    DropoutMasks,
     StackedNet,
     encode_inputs,
     init_parameters,
@@ -32,8 +33,8 @@ from irrepro.modules import (
     output_features,
 )
 from irrepro.schedule import checkpoint_steps, convergence_step, loss_change, lr_factor
-from irrepro.seeds import numpy_generator, torch_generator
-from irrepro.shuffle import shuffle_order
+from irrepro.seeds import numpy_generator, random_sources, torch_generator
+from irrepro.streams import BASE, TrainingStream
 
 
 @dataclass
@@ -79,29 +80,66 @@ def build_model(
     through the per-replica loop (exact at any shape); one vmap cannot batch raises
     ModuleError.
     """
-    mode = config.randomness.name
+    sources = random_sources(config.randomness.name, config.randomness.extra)
+    forked = config.randomness.fork_step > 0
+    perturb = "perturb" in sources and not forked  # a fork perturbs at its step instead
     features = config.data.dim if features is None else features
-    replicas = [(seed, member) for seed in seeds
-                for member in range(mitigations.members(config.mitigation))]
+    replicas = replica_ids(config, seeds)
     if config.model.name == "module":
         modules = []
         for seed, member in replicas:
             module = build_module(config.model, features, outputs, config.activation,
-                                  torch_generator("init", seed, mode, member))
-            if mode == "perturb":
+                                  torch_generator("init", seed, sources, member))
+            if perturb:
                 perturb_one_weight(dict(module.named_parameters()),
-                                   numpy_generator("perturb", seed, mode, member))
+                                   numpy_generator("perturb", seed, sources, member))
             modules.append(module)
         return StackedModules(modules, vectorize=aligned_slabs(modules[0]))
     stacked = []
     for seed, member in replicas:
         params = init_parameters(
-            config.model, features, torch_generator("init", seed, mode, member), outputs
+            config.model, features, torch_generator("init", seed, sources, member), outputs
         )
-        if mode == "perturb":
-            perturb_one_weight(params, numpy_generator("perturb", seed, mode, member))
+        if perturb:
+            perturb_one_weight(params, numpy_generator("perturb", seed, sources, member))
         stacked.append(params)
-    return StackedNet(stacked, get_activation(config.activation))
+    masks = None
+    if config.model.dropout > 0:
+        before = BASE if forked else sources  # a fork draws the seed's masks after its step
+        masks = DropoutMasks(config.model.dropout, [
+            torch_generator("dropout", seed, before, member) for seed, member in replicas])
+    return StackedNet(stacked, get_activation(config.activation), masks)
+
+
+def replica_ids(config: Config, seeds: list[int]) -> list[tuple[int, int]]:
+    """(seed, member) of each replica of a job, seed-major: `members` per seed under
+    co-distillation or for an ensemble, else one."""
+    return [(seed, member) for seed in seeds
+            for member in range(mitigations.members(config.mitigation))]
+
+
+def fork(config: Config, seeds: list[int], model: StackedNet | StackedModules) -> None:
+    """At the fork step, switch on the sources that act after it: the one-ulp perturbation of
+    each replica's weights as they are, and the seed's dropout masks."""
+    sources = random_sources(config.randomness.name, config.randomness.extra)
+    replicas = replica_ids(config, seeds)
+    if "perturb" in sources:
+        for index, (seed, member) in enumerate(replicas):
+            perturb_one_weight(replica_parameters(model, index),
+                               numpy_generator("perturb", seed, sources, member))
+    if "dropout" in sources and getattr(model, "dropout", None) is not None:
+        model.dropout.generators = [torch_generator("dropout", seed, sources, member)
+                                    for seed, member in replicas]
+
+
+def replica_parameters(model: StackedNet | StackedModules, index: int
+                       ) -> dict[str, torch.Tensor]:
+    """Replica `index`'s parameters as views into the stacked ones, in the order its network
+    (or module) names them."""
+    if isinstance(model, StackedModules):
+        return {name: tensor[index] for name, tensor in
+                zip(model.parameter_names, model.stacked, strict=True)}
+    return {name: tensor[index] for name, tensor in model.params.items()}
 
 
 def model_for(config: Config, seeds: list[int], dataset: Dataset) -> StackedNet | StackedModules:
@@ -137,15 +175,11 @@ def make_optimizer(
 
 
 def total_steps(config: Config, n_train: int | None = None) -> int:
-    """Updates in a run over `n_train` examples (default `data.n_train`): batches per pass
-    (the last one may be partial) times passes."""
+    """Updates in a run over `n_train` examples (default `data.n_train`), or the subsample of
+    them it draws: batches per pass (the last one may be partial) times passes."""
     n_train = config.data.n_train if n_train is None else n_train
-    return schedules.total_steps(n_train, config.train.batch_size, config.train.passes)
-
-
-def _epoch_orders(config: Config, n: int, generators: list[np.random.Generator]) -> torch.Tensor:
-    window = config.randomness.window
-    return torch.from_numpy(np.stack([shuffle_order(n, window, rng) for rng in generators]))
+    rows = schedules.training_rows(n_train, config.randomness.subsample)
+    return schedules.total_steps(rows, config.train.batch_size, config.train.passes)
 
 
 def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
@@ -158,7 +192,6 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     """
     make_deterministic(config.train.threads)
     device = torch.device(config.train.device)
-    mode = config.randomness.name
     results = [ReplicaResult(seed) for seed in seeds]
     steps = total_steps(config, len(dataset.y_train))
     wanted = checkpoint_steps(config.train.checkpoints, steps)
@@ -171,7 +204,7 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     x_train = encode_inputs(config.model, dataset.x_train).to(device)
     y_train = torch.from_numpy(dataset.y_train).to(device)
     x_test = encode_inputs(config.model, dataset.x_test).to(device)
-    shufflers = [numpy_generator("shuffle", seed, mode) for seed in seeds]
+    stream = TrainingStream(config, seeds, len(dataset.y_train))
     snapshots: list[np.ndarray] = []
     losses_before: list[float] = []
 
@@ -201,7 +234,7 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
     observe(0)
     with tqdm(total=steps, desc="train", unit="step", leave=False,
               disable=None if config.train.progress else True) as progress:
-        _train_passes(config, model, objective, update, (x_train, y_train), shufflers,
+        _train_passes(config, model, objective, update, (x_train, y_train), stream,
                       results, progress, steps, observe)
     if not all(result.failure for result in results):
         _predict(predict(x_test), results, wanted, snapshots)
@@ -215,7 +248,7 @@ def train_replicas(config: Config, seeds: list[int], dataset: Dataset,
 
 
 def _train_passes(
-    config, model, objective, update, train_set, shufflers, results, progress, total_steps,
+    config, model, objective, update, train_set, stream, results, progress, total_steps,
     observe,
 ):
     """Every pass over the training data; stops early once every replica has diverged.
@@ -226,19 +259,21 @@ def _train_passes(
     """
     x_train, y_train = train_set
     batch = config.train.batch_size
-    n_train = len(y_train)
     group = objective.members
     loss_sum = torch.zeros(len(results) * group, dtype=torch.float64, device=x_train.device)
     since_log = step = 0
-    for _ in range(config.train.passes):
-        orders = _epoch_orders(config, n_train, shufflers).to(x_train.device)
+    seeds = [result.seed for result in results]
+    for pass_index in range(config.train.passes):
+        orders = stream.pass_rows(pass_index).to(x_train.device)
         if group > 1:
             orders = orders.repeat_interleave(group, dim=0)
-        for start in range(0, n_train, batch):
+        for start in range(0, stream.rows, batch):
+            if step == stream.fork_step > 0:
+                fork(config, seeds, model)
             # Padded rows (example 0) keep every replica's slab aligned; they leave the loss
             # before its mean, so their gradient is exactly zero.
             indices = pad_rows(orders[:, start:start + batch], dim=1)
-            rows = min(batch, n_train - start)
+            rows = min(batch, stream.rows - start)
             losses = objective(model(x_train[indices]), y_train[indices], indices, rows, step)
             model.zero_grad(set_to_none=True)
             losses.sum().backward()

@@ -26,6 +26,8 @@ PROMISED = {
     "quadratic": EVERY_STUDY | {"pd_by_size"},
     "perturb": EVERY_STUDY | {"pd_by_size"},
     "mitigations": EVERY_STUDY | {"pd_by_size", "pd_vs_loss", "pd_reduction"},
+    "fork": EVERY_STUDY | {"pd_by_size", "pd_by_fork_step"},
+    "sources": EVERY_STUDY,
 }
 # Axes kept whole: every mitigation's arm (one model at the tiny scale trains them in seconds).
 WHOLE_AXES = ("+mitigation_arm",)
