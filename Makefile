@@ -79,6 +79,7 @@ bench: install
 	$(BIN)/python bench/modules.py
 	$(BIN)/python bench/calibration.py
 	$(BIN)/python bench/mitigations.py
+	$(BIN)/python bench/predict_chunks.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Measure cross-run disagreement of finished runs in MLflow; write reports and figures."""
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -42,12 +43,18 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    from mlflow.exceptions import MlflowException
+    gc.disable()  # no collections while the imports build their long-lived objects
+    try:
+        from mlflow.exceptions import MlflowException
 
-    from irrepro.analysis import AnalysisError
-    from irrepro.data import DataError
-    from irrepro.report import analyze
-    from irrepro.tracking import Tracker, TrackingError, resolve_uri
+        from irrepro.analysis import AnalysisError
+        from irrepro.data import DataError
+        from irrepro.report import analyze
+        from irrepro.tracking import Tracker, TrackingError, resolve_uri
+    finally:
+        from irrepro.gc_policy import settle
+
+        settle()
 
     try:
         uri = resolve_uri(args.tracking_uri, os.getcwd())

@@ -25,6 +25,11 @@ MEASURES = ("factor", "level_a", "level_b", "runs_a", "runs_b", "pd_a", "pd_b", 
             "p_value", "p_adjusted", "paired")
 
 
+# Keys a run omits at their default, so that runs logged before the keys existed keep their
+# identities; where other groups of a study set them, they are compared as that default.
+OMITTED_DEFAULTS = {"randomness.fork_step": 0, "model.dropout": 0.0}
+
+
 class PairPD:
     """A group's per-example PD of every pair of its runs [N, R, R], and its Sample."""
 
@@ -61,6 +66,10 @@ def comparisons(groups: list[Group]) -> pd.DataFrame:
     """One row per compared pair of levels: the other config values that vary, then
     MEASURES. Empty (with those columns) where nothing can be compared."""
     columns = [config_columns(group) for group in groups]
+    for key, default in OMITTED_DEFAULTS.items():  # compared as that default, where set
+        if any(key in column for column in columns):
+            for column in columns:
+                column.setdefault(key, default)
     factors = varying(pd.DataFrame(columns))
     rows = []
     for factor in factors:

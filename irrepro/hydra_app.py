@@ -4,6 +4,7 @@ MLflow parent run (its jobs become the children)."""
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import sys
@@ -49,6 +50,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    gc.freeze()  # what the job's process holds lives on: later collections skip it
     summary = run_job(typed, tracker, dataset, job_id)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials

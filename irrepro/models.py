@@ -86,8 +86,9 @@ def perturb_one_weight(params: dict[str, torch.Tensor], rng: np.random.Generator
 # with aligned rows every replica's slab starts on a chunk boundary and no tail is left, so a
 # replica's values never depend on K or on its position in the stack.
 ROW_ALIGNMENT = 64
-# Rows predicted at once (a multiple of ROW_ALIGNMENT).
-PREDICT_ROWS = 8192
+# Rows predicted at once (a multiple of ROW_ALIGNMENT): a chunk's activations stay in cache
+# (bench/predict_chunks.py times the sizes; the values do not depend on it).
+PREDICT_ROWS = 512
 
 
 def aligned_rows(rows: int) -> int:

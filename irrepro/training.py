@@ -274,7 +274,10 @@ def _train_passes(
             # before its mean, so their gradient is exactly zero.
             indices = pad_rows(orders[:, start:start + batch], dim=1)
             rows = min(batch, stream.rows - start)
-            losses = objective(model(x_train[indices]), y_train[indices], indices, rows, step)
+            flat = indices.flatten()
+            batch_x = x_train.index_select(0, flat).view(*indices.shape, *x_train.shape[1:])
+            batch_y = y_train.index_select(0, flat).view(indices.shape)
+            losses = objective(model(batch_x), batch_y, indices, rows, step)
             model.zero_grad(set_to_none=True)
             losses.sum().backward()
             update()

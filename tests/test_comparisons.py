@@ -81,3 +81,12 @@ def test_nothing_to_compare_gives_an_empty_table(study):
     frame = comparisons.comparisons(study[:1])
     assert frame.empty and list(frame.columns) == list(comparisons.MEASURES)
     assert "Nothing to compare" in comparisons.markdown(frame, "x")
+
+
+def test_a_key_omitted_at_its_default_is_compared_as_that_default():
+    rng = np.random.default_rng(5)
+    shuffle = {"randomness.name": "shuffle", "randomness.window": 64}
+    study = [group(rng, range(6), 1.0, **shuffle),  # no fork: fork_step omitted
+             group(rng, range(6), 0.5, **shuffle, **{"randomness.fork_step": 20})]
+    [row] = comparisons.comparisons(study).to_dict("records")
+    assert (row["factor"], row["level_a"], row["level_b"]) == ("randomness.fork_step", 0, 20)

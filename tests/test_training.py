@@ -83,3 +83,23 @@ def test_perturbed_replicas_are_not_all_identical(tiny):
     config = tiny(**{"randomness.name": "perturb", "model.name": "mlp"})
     stacked = predictions(config, [0, 1, 2, 3, 4])
     assert len({p.tobytes() for p in stacked}) > 1
+
+
+def test_predictions_do_not_depend_on_the_chunk_size(tiny, monkeypatch):
+    import irrepro.models as models
+
+    config = tiny(**{"model.name": "mlp", "data.n_test": 1100, "train.checkpoints": 3})
+    by_size = {}
+    for rows in (64, 512, 8192):
+        monkeypatch.setattr(models, "PREDICT_ROWS", rows)
+        [result] = predictions_and_checkpoints(config, [4])
+        by_size[rows] = result
+    for rows in (64, 8192):  # test predictions, checkpoints, training-set predictions
+        for got, expected in zip(by_size[rows], by_size[512], strict=True):
+            assert np.array_equal(got, expected)
+
+
+def predictions_and_checkpoints(config, seeds):
+    data = make_dataset(config.data)
+    return [(r.predictions, r.checkpoints, r.train_predictions)
+            for r in train_replicas(config, seeds, data)]
