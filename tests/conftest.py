@@ -1,3 +1,5 @@
+import gc
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -29,6 +31,12 @@ SLOWEST_FIRST = (
     "test_postgres.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
     "test_studies.py", "test_uncertainty.py",
 )
+
+
+def pytest_collection_finish(session):
+    """Freeze what the test modules' imports made (torch, MLflow, Hydra): it lives as long as
+    the worker, and collections would walk it in vain (irrepro.gc_policy does the same)."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):
