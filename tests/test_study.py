@@ -55,18 +55,18 @@ def test_reports_figures_and_the_analysis_run(summary):
 def test_make_figures_at_tiny_scale_and_resume(tmp_path):
     from tests.test_studies import PROMISED
 
-    make = ["make", "-s", "-C", str(ROOT), "figures", "SCALE=tiny", "STUDIES=perturb",
+    make = ["make", "-s", "-C", str(ROOT), "figures", "SCALE=tiny", "STUDIES=sources",
             f"STORE=sqlite:///{tmp_path}/mlflow.db", f"REPORTS={tmp_path}/reports",
             f"FIGURES={tmp_path}/figures", f"TRAIN_ARGS=hydra.sweep.dir={tmp_path}/multirun"]
     first = subprocess.run(make, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert (tmp_path / "reports" / "perturb_tiny" / "by_step.csv").exists()
-    drawn = {p.stem for p in (tmp_path / "figures" / "perturb_tiny").glob("*.png")}
-    assert drawn == PROMISED["perturb"]
-    trained = runs(tmp_path, "perturb_tiny", "tags.seed LIKE '%'")
-    assert len(trained) == 32 * 4 and all(r.info.status == "FINISHED" for r in trained)
+    assert (tmp_path / "reports" / "sources_tiny" / "by_step.csv").exists()
+    drawn = {p.stem for p in (tmp_path / "figures" / "sources_tiny").glob("*.png")}
+    assert drawn == PROMISED["sources"]
+    trained = runs(tmp_path, "sources_tiny", "tags.seed LIKE '%'")
+    assert len(trained) == 12 * 4 and all(r.info.status == "FINISHED" for r in trained)
     second = subprocess.run(make, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    again = runs(tmp_path, "perturb_tiny", "tags.seed LIKE '%'")
+    again = runs(tmp_path, "sources_tiny", "tags.seed LIKE '%'")
     assert {r.info.run_id for r in again} == {r.info.run_id for r in trained}  # none retrained
-    assert len(runs(tmp_path, "perturb_tiny", "tags.`irrepro.analysis` LIKE '%'")) == 1
+    assert len(runs(tmp_path, "sources_tiny", "tags.`irrepro.analysis` LIKE '%'")) == 1
