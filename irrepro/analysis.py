@@ -16,16 +16,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from irrepro import metrics, uncertainty
+from irrepro import metrics, training, uncertainty
 from irrepro.config import Config, flatten, run_params, to_config
 from irrepro.data import Dataset, make_dataset
-from irrepro.modules import ModuleError
 from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
-from irrepro.training import model_for
 
 log = logging.getLogger(__name__)
 
-RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc", "converged")
+RUN_METRICS = ("log_loss", "excess_log_loss", "accuracy", "auc", "converged", "n_params")
 # Config columns every summary keeps, varying or not: they label the figures.
 LABEL_COLUMNS = (
     "data.name", "model.name", "model.depth", "model.width", "activation.name",
@@ -69,8 +67,11 @@ class Group:
 
     @cached_property
     def n_params(self) -> float:
-        """Trainable parameters of one model of the group (see `parameter_count`), counted
-        once."""
+        """Trainable parameters of one model of the group, as its runs logged them; for runs
+        logged before they did, counted on a built-in model (see `parameter_count`)."""
+        logged = self.run_metrics.get("n_params", np.array([np.nan]))
+        if np.isfinite(logged).any():
+            return float(logged[np.isfinite(logged)][0])
         return parameter_count(self.config, make_dataset(self.config.data))
 
 
@@ -274,15 +275,11 @@ def _group_columns(group: Group) -> dict[str, Any]:
 
 
 def parameter_count(config: Config, dataset: Dataset) -> float:
-    """Trainable parameters of one model of `config` on `dataset`, counted on the model itself
-    (a user's module as its factory builds it); NaN, with a warning, where the factory cannot
-    be imported here."""
-    try:
-        model = model_for(config, [config.seed], dataset)
-    except ModuleError as error:
-        log.warning("no parameter count: %s", error)
+    """Trainable parameters of a built-in model of `config` on `dataset`; NaN for a user's
+    module: reading a store never imports what its params name."""
+    if config.model.name == "module":
         return np.nan
-    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    return training.parameter_count(config, dataset)
 
 
 def has_teacher(group: Group) -> bool:
@@ -356,7 +353,8 @@ def summarize(group: Group) -> dict[str, Any]:
         if name == "converged":  # every run met the rule; unknown for runs that predate it
             row["converged"] = bool(values.all()) if np.isfinite(values).all() else np.nan
             continue
-        if np.isnan(values).all():  # excess log loss without a teacher
+        # n_params is a column of its own; excess log loss is missing without a teacher
+        if name == "n_params" or np.isnan(values).all():
             continue
         means[name] = row[f"{name}_mean"] = float(np.mean(values))
         row[f"{name}_std"] = float(np.std(values))

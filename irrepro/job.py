@@ -21,7 +21,7 @@ from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import run_metrics
 from irrepro.schedule import converged
-from irrepro.training import ReplicaResult, check_trainable, train_replicas
+from irrepro.training import ReplicaResult, check_trainable, parameter_count, train_replicas
 
 log = logging.getLogger(__name__)
 # The label values in class-index order: index i of a prediction row is classes[i]; for two
@@ -215,24 +215,30 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_te
         for seed in failed:
             del open_runs[seed]
     trained = [result for result in results if not result.failure]
+    n_params = parameter_count(config, dataset)
     records, files = {}, {}
     for result in trained:
         run_id = open_runs[result.seed]
-        records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds)
+        records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds,
+                                                      n_params)
     tracker.finish_runs(records, files)
     for result in trained:
         summary.finished[result.seed] = open_runs.pop(result.seed)
 
 
-def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_seconds: float
-                 ) -> tuple[tracking.RunRecord, dict[str, bytes]]:
-    """What a replica that trained logs: its record (params, metrics, curve) and its files."""
+def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_seconds: float,
+                 n_params: int | None = None) -> tuple[tracking.RunRecord, dict[str, bytes]]:
+    """What a replica that trained logs: its record (params, metrics, curve) and its files.
+    `n_params` (its model's parameter count, logged so that analysis never builds a user's
+    module) is counted here unless given."""
     params = run_params(replica_config(config, result.seed))
     metrics = run_metrics(result.predictions, dataset.y_test, dataset.p_test)
     metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
     metrics["train_log_loss"] = result.train_loss
     metrics["loss_change_last_tenth"] = result.loss_change
     metrics["converged"] = float(converged(result.loss_change))
+    metrics["n_params"] = float(parameter_count(config, dataset) if n_params is None
+                                else n_params)
     record = tracking.RunRecord(flatten(params), metrics, result.curve)
     return record, artifact_files(result, params, dataset.classes)
 

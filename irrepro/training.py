@@ -148,6 +148,16 @@ def model_for(config: Config, seeds: list[int], dataset: Dataset) -> StackedNet 
                        output_features(dataset.n_classes))
 
 
+def parameter_count(config: Config, dataset: Dataset) -> int:
+    """Trainable parameters of the model that predicts for one seed of `config` on `dataset`
+    (a user's module as its factory builds it): an ensemble's members together, one member
+    of a co-distillation."""
+    model = model_for(config, [config.seed], dataset)
+    count = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    return count // (mitigations.members(config.mitigation)
+                     if config.mitigation.name == "codistill" else 1)
+
+
 def check_trainable(config: Config, dataset: Dataset) -> None:
     """Raise before any training what would fail in it: a module that does not build, or that
     vmap cannot batch (ModuleError), or checkpoints or a burn-in that the run's steps cannot

@@ -107,6 +107,29 @@ def test_every_seed_of_every_table_is_a_finished_run_with_its_classes(pipeline):
             assert classes == [0, 1, 2] and predictions.shape == (30, 3)
 
 
+def test_analysis_never_imports_what_a_stored_param_names(pipeline, tmp_path, monkeypatch):
+    import shutil
+    import sqlite3
+
+    from irrepro.report import analyze
+    from irrepro.tracking import Tracker
+
+    # a module that leaves a mark when imported, where the analysis could import it
+    marker = tmp_path / "imported"
+    (tmp_path / "planted.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef net(**kwargs):\n    raise SystemExit\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shutil.copyfile(pipeline / "mlflow.db", tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        edited = db.execute("UPDATE params SET value = 'planted.net' "
+                            "WHERE key = 'model.target'").rowcount
+    assert edited == 15
+    summary = analyze(Tracker(f"sqlite:///{tmp_path}/mlflow.db", "user", create=False),
+                      "user", tmp_path / "reports", tmp_path / "figures", log_run=False)
+    assert not marker.exists()
+    assert summary["n_params"].notna().all()  # as the runs logged them
+
+
 def test_the_summary_has_pd_and_churn_but_no_excess_loss(pipeline):
     summary = pd.read_csv(pipeline / "reports" / "user" / "summary.csv")
     assert len(summary) == 5 and set(summary["n_runs"]) == {3}
