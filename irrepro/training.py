@@ -72,8 +72,9 @@ def build_model(
 ) -> StackedNet | StackedModules:
     """One replica per seed for `features` inputs (default `data.dim`) and `outputs` logits,
     each initialized from its own init stream (and perturbed by its perturb stream), stacked;
-    under co-distillation, `members` replicas per seed (seed-major), member m from the seed's
-    streams for member m.
+    under co-distillation or for an ensemble, `members` replicas per seed (seed-major),
+    member m from the seed's streams for member m. With `model.dropout`, each replica draws
+    its masks from its own dropout stream (the base one until a fork).
 
     A user's module (model=module) is stacked with `StackedModules`: under torch.vmap when its
     parameter matrices keep every replica's slab aligned (then vmap is bit-exact), else

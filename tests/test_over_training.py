@@ -82,18 +82,29 @@ def test_the_last_checkpoint_is_the_summary(study):
         assert rows[column].notna().all()
 
 
-def test_each_group_counts_its_parameters_once(study, monkeypatch):
+def test_each_group_takes_its_parameter_count_from_its_runs(study, monkeypatch):
+    from irrepro import training
+    from irrepro.data import make_dataset
+
     tracker = study[0]
-    counted = []
-    count = analysis.parameter_count
     monkeypatch.setattr(analysis, "parameter_count",
-                        lambda *args: counted.append(args) or count(*args))
+                        lambda *args: pytest.fail("the analysis counted parameters itself"))
     groups = analysis.build_groups(tracker, analysis.select_runs(tracker))
     for group in groups:
         rows = [analysis.summarize(group), *analysis.by_step_rows(group),
                 *analysis.ensemble_rows(group)]
         assert {row["n_params"] for row in rows} == {group.n_params}
-    assert len(counted) == len(groups) and all(group.n_params > 0 for group in groups)
+        assert group.n_params == training.parameter_count(group.config,
+                                                          make_dataset(group.config.data))
+
+
+def test_runs_without_a_logged_count_get_one_for_built_in_models_only(tiny):
+    from irrepro.data import make_dataset
+
+    built_in = tiny(**{"model.name": "mlp", "model.depth": 1, "model.width": 3})
+    assert analysis.parameter_count(built_in, make_dataset(built_in.data)) == 8 * 3 + 3 + 3 + 1
+    module = tiny(**{"model.name": "module", "model.target": "no_such_package.anything"})
+    assert np.isnan(analysis.parameter_count(module, make_dataset(module.data)))  # no import
 
 
 def test_pd_by_step_is_the_pd_of_each_checkpoint_with_its_interval_over_seeds(study):
