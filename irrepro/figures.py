@@ -440,6 +440,7 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
             for ax in (upper, lower):
                 ax.set_xscale("symlog", linthresh=1)
+                ax.set_xlim(left=0)  # no empty negative half
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
         _legend(fig, _unique_handles(upper for _, _, upper, _ in panels))
         _note_unconverged(fig, groups)

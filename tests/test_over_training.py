@@ -149,7 +149,7 @@ def test_the_readable_summary_has_only_the_columns_people_read(study):
     assert re.search(r"\| \d+ \| (yes|no) \|", text)  # seeds for a 10% half-width
 
 
-def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path):
+def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path, monkeypatch):
     rows = []
     for i, (depth, width, activation, mode) in enumerate(
         (d, w, a, m) for d in (1, 2, 4) for w in (4, 16, 64)
@@ -171,7 +171,10 @@ def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path):
     path = figures.pd_by_size(summary, tmp_path / "size.png")
     assert path is not None and path.stat().st_size > 5000
     steps = pd.DataFrame([{**row, "step": step} for row in rows for step in (0, 10, 100)])
+    drawn = []
+    monkeypatch.setattr(figures.plt, "close", drawn.append)  # keep the figure to look at
     assert figures.pd_over_training(steps, summary, tmp_path / "steps.png") is not None
+    assert all(ax.get_xlim()[0] == 0 for ax in drawn[0].axes)  # no empty negative half
 
 
 def test_every_image_the_readme_links_exists():
