@@ -4,7 +4,6 @@ MLflow parent run (its jobs become the children)."""
 from __future__ import annotations
 
 import atexit
-import gc
 import logging
 import os
 import sys
@@ -15,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from irrepro import tracking
+from irrepro import gc_policy, tracking
 from irrepro.config import Config, ConfigError, to_config
 from irrepro.data import DataError
 from irrepro.job import JobSummary, prepare_job, run_job
@@ -50,7 +49,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         # A one-line answer, not a traceback: nothing has been trained or logged yet.
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    gc.freeze()  # what the job's process holds lives on: later collections skip it
+    gc_policy.settle_once()  # a worker's imports live on: later collections skip them
     summary = run_job(typed, tracker, dataset, job_id)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
