@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from irrepro import analysis, comparisons, figures, mitigation_effects
+from irrepro.names import folder_name
 from irrepro.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ def analyze(
     filter_string: str = "",
     log_run: bool = True,
 ) -> pd.DataFrame:
-    """Select, group and measure the runs; write tables (comparisons among them) and figures;
-    return the summary."""
+    """Select, group and measure the runs; write tables (comparisons among them) and figures
+    into folders named after `study` (checked first); return the summary."""
+    folder_name(study, "--experiment")
     selection = analysis.select_runs(tracker, sweep_id, parent_run_id, filter_string)
     if not selection.runs:
         raise analysis.AnalysisError(

@@ -10,6 +10,7 @@ import pandas as pd
 from irrepro import analysis, figures
 from irrepro.config import Config, group_key
 from irrepro.job import job_seeds
+from irrepro.names import folder_name
 from irrepro.tracking import Tracker
 
 OBJECTIVES = ("excess_log_loss", "pd")
@@ -71,7 +72,8 @@ def trial_pd_intervals(tracker: Tracker, summary: pd.DataFrame
 def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path,
                   pd_intervals: dict[int, tuple[float, float]] | None = None) -> Path:
     """Write all trials (with their PD intervals, see `trials_frame`) and the Pareto front as
-    tables, and the front as a figure."""
+    tables, and the front as a figure, into folders named after the study (checked first)."""
+    folder_name(study_name, "--optuna-study")
     frame = trials_frame(storage, study_name, pd_intervals)
     reports = reports_dir / study_name
     reports.mkdir(parents=True, exist_ok=True)
