@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -371,6 +372,29 @@ def _unused_mitigation_keys(name: str) -> list[str]:
         return ["mitigation"]
     return [f"mitigation.{key}" for key in ("weight", "members", "burn_in", "decay")
             if key not in _MITIGATION_KEYS[name]]
+
+
+def is_mitigation_key(key: str) -> bool:
+    """Keys that make a mitigation: the mitigation group's and the optimizer's weight decay."""
+    return key.startswith("mitigation.") or key == "optimizer.weight_decay"
+
+
+def mitigation_label(column: dict[str, Any]) -> str:
+    """A group's mitigation in words, from its config columns (dotted keys, as in a summary
+    row): its name and strengths ('none' without one; None or NaN count as absent)."""
+    column = {key: value for key, value in column.items()
+              if value is not None and not (isinstance(value, float) and math.isnan(value))}
+    parts = []
+    if "mitigation.name" in column:
+        strengths = [f"{key.split('.', 1)[1]}={column[key]:g}" for key in
+                     ("mitigation.weight", "mitigation.decay") if key in column]
+        members = column.get("mitigation.members", 2)
+        if column["mitigation.name"] == "ensemble" or members != 2:
+            strengths.append(f"members={int(members)}")
+        parts.append(" ".join([column["mitigation.name"], *strengths]))
+    if "optimizer.weight_decay" in column:
+        parts.append(f"weight_decay={column['optimizer.weight_decay']:g}")
+    return ", ".join(parts) or "none"
 
 
 def run_params(config: Config) -> dict[str, Any]:

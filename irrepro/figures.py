@@ -19,7 +19,15 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from irrepro.config import ACTIVATIONS, DATA_KINDS, MODELS, OPTIMIZERS, RANDOMNESS
+from irrepro.config import (
+    ACTIVATIONS,
+    DATA_KINDS,
+    MODELS,
+    OPTIMIZERS,
+    RANDOMNESS,
+    is_mitigation_key,
+    mitigation_label,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -555,8 +563,6 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
 
 def _mitigation_labels(frame: pd.DataFrame) -> pd.Series:
     """Each row's mitigation in words, with its activation where activations vary."""
-    from irrepro.mitigations import mitigation_label
-
     labels = pd.Series([mitigation_label(row) for row in frame.to_dict("records")],
                        index=frame.index)
     if frame["activation.name"].nunique() > 1:
@@ -575,7 +581,8 @@ def _mitigation_kinds(frame: pd.DataFrame) -> pd.Series:
 
 
 def _has_mitigations(frame: pd.DataFrame) -> bool:
-    return any(key in frame for key in ("mitigation.name", "optimizer.weight_decay"))
+    """Whether some row has a mitigation (a mitigation key with a value)."""
+    return any(is_mitigation_key(key) and frame[key].notna().any() for key in frame.columns)
 
 
 def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
@@ -592,7 +599,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     data = data.assign(arm=arms, kind=kinds.where(kinds != "none", arms))  # a star each
     keys = [key for key in varying(data, exclude=["arm", "kind", "activation.name",
                                                   "activation.beta"])
-            if not (key.startswith("mitigation.") or key == "optimizer.weight_decay")]
+            if not is_mitigation_key(key)]
     panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(data, keys)] if keys \
         else [("", data)]
     kinds, arms = levels(data["kind"]), levels(data["arm"])
@@ -660,7 +667,7 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
 def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
     """Final PD against the fork step (symlog x; 0 = no fork, the source acting throughout),
     one line per activation with its 95% interval band over seeds and test examples, one
-    panel per configuration of the other factors (model and source); a dashed line at each
+    panel per configuration of the other factors (model and source); a dotted line at each
     activation's PD without a fork. Hollow: not converged."""
     if "randomness.fork_step" not in summary:
         return None

@@ -14,9 +14,9 @@ import pandas as pd
 from irrepro import metrics, uncertainty
 from irrepro.analysis import Group, config_columns, has_teacher, markdown_table, with_interval
 from irrepro.comparisons import PairPD, compare_pd
+from irrepro.config import is_mitigation_key, mitigation_label
 from irrepro.data import make_dataset
 from irrepro.figures import varying
-from irrepro.mitigations import is_mitigation_key, mitigation_label
 
 MEASURES = ("mitigation", "runs", "pd", "pd_none", "ratio", "ratio_low", "ratio_high",
             "p_value", "p_adjusted", "loss", "loss_none", "loss_difference",
@@ -26,9 +26,8 @@ MEASURES = ("mitigation", "runs", "pd", "pd_none", "ratio", "ratio_low", "ratio_
 def mitigation_effects(groups: list[Group]) -> pd.DataFrame:
     """In a study with mitigations, one row per group that differs from a plain group (no
     mitigation, the activation most groups of its configuration use) only in its mitigation
-    or its activation: the other
-    config values that vary, then MEASURES, in the order of the mitigations' names and
-    strengths. Empty (with those columns) where there is none.
+    or its activation: the other config values that vary, then MEASURES, in the order of the
+    mitigations' names and strengths. Empty (with those columns) where there is none.
 
     The loss is the excess log loss where every group has a teacher, else the log loss.
     """

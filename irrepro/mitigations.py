@@ -9,9 +9,6 @@ stack it trains in.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,29 +16,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from irrepro.config import MitigationConfig
 from irrepro.models import scores, stacked_loss
-
-
-def is_mitigation_key(key: str) -> bool:
-    """Keys that make a mitigation: the mitigation group's and the optimizer's weight decay."""
-    return key.startswith("mitigation.") or key == "optimizer.weight_decay"
-
-
-def mitigation_label(column: dict[str, Any]) -> str:
-    """A group's mitigation in words, from its config columns: its name and strengths
-    ('none' without one; missing values, None or NaN, count as absent)."""
-    column = {key: value for key, value in column.items()
-              if value is not None and not (isinstance(value, float) and math.isnan(value))}
-    parts = []
-    if "mitigation.name" in column:
-        strengths = [f"{key.split('.', 1)[1]}={column[key]:g}" for key in
-                     ("mitigation.weight", "mitigation.decay") if key in column]
-        members = column.get("mitigation.members", 2)
-        if column["mitigation.name"] == "ensemble" or members != 2:
-            strengths.append(f"members={int(members)}")
-        parts.append(" ".join([column["mitigation.name"], *strengths]))
-    if "optimizer.weight_decay" in column:
-        parts.append(f"weight_decay={column['optimizer.weight_decay']:g}")
-    return ", ".join(parts) or "none"
 
 
 def members(config: MitigationConfig) -> int:

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from irrepro import figures, metrics
+from irrepro.config import mitigation_label
 from irrepro.data import make_dataset
 from irrepro.mitigation_effects import MEASURES, markdown, mitigation_effects
-from irrepro.mitigations import mitigation_label
 from tests.test_comparisons import group
 
 
