@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from irrepro.config import MitigationConfig
-from irrepro.models import scores, stacked_loss
+from irrepro.models import probabilities, scores, stacked_loss
 
 
 def members(config: MitigationConfig) -> int:
@@ -30,12 +30,6 @@ def seed_predictions(predictions: np.ndarray, config: MitigationConfig) -> np.nd
     if config.name == "ensemble":
         return predictions.reshape(-1, group, *predictions.shape[1:]).mean(axis=1)
     return predictions[::group]
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Predicted probabilities of stacked scores: of label 1 [R, B], or of each class
-    [R, B, C]."""
-    return torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, dim=-1)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -208,6 +208,12 @@ def scores(logits: torch.Tensor) -> torch.Tensor:
     return logits.squeeze(-1) if logits.dim() == 3 and logits.shape[-1] == 1 else logits
 
 
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted probabilities of stacked scores (see `scores`): of label 1 [K, B], or of
+    each class [K, B, C]."""
+    return torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, dim=-1)
+
+
 def stacked_loss(logits: torch.Tensor, labels: torch.Tensor, rows: int) -> torch.Tensor:
     """Each replica's mean loss over its first `rows` examples, [K]: binary cross-entropy on
     logits [K, B] with labels 0/1, cross-entropy on logits [K, B, C] with class indices."""
@@ -239,6 +245,4 @@ def predict_probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> np.nd
 def _probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
     padded = pad_rows(inputs, dim=0)
     stacked = padded.unsqueeze(0).repeat(model.replicas, *[1] * inputs.dim())
-    logits = scores(model(stacked))
-    probabilities = torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, -1)
-    return probabilities[:, :inputs.shape[0]].contiguous().cpu().numpy()
+    return probabilities(scores(model(stacked)))[:, :inputs.shape[0]].contiguous().cpu().numpy()
