@@ -307,6 +307,14 @@ def disagreement_intervals(P: np.ndarray, statistics: tuple[str, ...] = uncertai
     return row
 
 
+def example_losses(P: np.ndarray, dataset: Dataset, excess: bool = False) -> np.ndarray:
+    """Each run's log loss on each test example [R, N]; with `excess`, less the teacher's."""
+    losses = np.stack([metrics.example_log_loss(p, dataset.y_test) for p in P])
+    if excess:
+        losses -= metrics.example_log_loss(dataset.p_test, dataset.y_test)
+    return losses
+
+
 def quality_intervals(P: np.ndarray, dataset: Dataset, means: dict[str, float] | None = None
                       ) -> dict[str, float]:
     """Mean log loss, excess log loss (where there is a teacher) and accuracy of the runs P,
@@ -315,11 +323,10 @@ def quality_intervals(P: np.ndarray, dataset: Dataset, means: dict[str, float] |
     centred on `means` where given (the runs' logged metrics), else on the mean of P's runs,
     with their standard deviation over runs (`<name>_std`)."""
     y = dataset.y_test
-    losses = np.stack([metrics.example_log_loss(p, y) for p in P])
-    values = {"log_loss": losses,
+    values = {"log_loss": example_losses(P, dataset),
               "accuracy": np.stack([metrics.example_correct(p, y) for p in P])}
     if dataset.p_test is not None:
-        values["excess_log_loss"] = losses - metrics.example_log_loss(dataset.p_test, y)
+        values["excess_log_loss"] = example_losses(P, dataset, excess=True)
     row = {}
     for name, per_example in values.items():
         sample = uncertainty.sample(uncertainty.run_values(per_example), pairs=False)

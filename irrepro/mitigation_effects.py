@@ -11,8 +11,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irrepro import metrics, uncertainty
-from irrepro.analysis import Group, config_columns, has_teacher, markdown_table, with_interval
+from irrepro import uncertainty
+from irrepro.analysis import (
+    Group,
+    config_columns,
+    example_losses,
+    has_teacher,
+    markdown_table,
+    with_interval,
+)
 from irrepro.comparisons import PairPD, compare_pd
 from irrepro.config import is_mitigation_key, mitigation_label
 from irrepro.data import make_dataset
@@ -111,25 +118,18 @@ def _loss_difference(group: Group, reference: Group, excess: bool) -> uncertaint
     """Mean (excess) log loss of group against reference, paired by seed on the seeds both
     have when they share 2 or more, else unpaired."""
     dataset = make_dataset(group.config.data)
-
-    def per_example(g: Group, rows: list[int]) -> np.ndarray:
-        losses = np.stack([metrics.example_log_loss(g.predictions[i], dataset.y_test)
-                           for i in rows])
-        if excess:
-            losses -= metrics.example_log_loss(dataset.p_test, dataset.y_test)
-        return losses
-
     common = sorted(set(group.seeds) & set(reference.seeds))
-    if len(common) >= uncertainty.MIN_SEEDS[False]:
-        A, B = (per_example(g, [g.seeds.index(s) for s in common]) for g in (group, reference))
-        chunks_a, chunks_b = list(uncertainty.run_values(A)), list(uncertainty.run_values(B))
-        return uncertainty.compare(
-            uncertainty.sample(chunks_a, pairs=False), uncertainty.sample(chunks_b, pairs=False),
-            paired=True, cross_same=uncertainty.cross_products(chunks_a, chunks_b, pairs=False))
-    A, B = (per_example(g, list(range(len(g.seeds)))) for g in (group, reference))
+    paired = len(common) >= uncertainty.MIN_SEEDS[False]
+
+    def chunks(g: Group) -> list[np.ndarray]:
+        """The group's per-example losses, on the shared seeds in order when paired."""
+        P = g.predictions[[g.seeds.index(seed) for seed in common]] if paired else g.predictions
+        return list(uncertainty.run_values(example_losses(P, dataset, excess)))
+
+    A, B = chunks(group), chunks(reference)
     return uncertainty.compare(
-        uncertainty.sample(uncertainty.run_values(A), pairs=False),
-        uncertainty.sample(uncertainty.run_values(B), pairs=False), paired=False)
+        uncertainty.sample(A, pairs=False), uncertainty.sample(B, pairs=False), paired=paired,
+        cross_same=uncertainty.cross_products(A, B, pairs=False) if paired else None)
 
 
 def markdown(frame: pd.DataFrame, study: str) -> str:
