@@ -241,7 +241,7 @@ def _validate_randomness(config: Config) -> None:
     if unknown:
         raise ConfigError(f"randomness.extra={list(randomness.extra)}: {unknown[0]!r} is not "
                           f"one of {', '.join(SOURCES)}")
-    sources = set(NAMED_SOURCES[randomness.name]) | set(randomness.extra)
+    sources = random_sources(randomness)
     if randomness.fork_step > 0 and "init" in sources:
         raise ConfigError(f"randomness.fork_step={randomness.fork_step}: an initialization "
                           f"cannot fork mid-training (randomness={randomness.name} with "
@@ -264,6 +264,11 @@ def _validate_randomness(config: Config) -> None:
 NAMED_SOURCES = {"none": (), "init": ("init",), "shuffle": ("shuffle",),
                   "all": ("init", "shuffle"), "perturb": ("perturb",), "dropout": ("dropout",),
                   "data": ("data",)}
+
+
+def random_sources(randomness: RandomnessConfig) -> frozenset[str]:
+    """The sources `seed` drives: those of the randomness option and its `extra` ones."""
+    return frozenset(NAMED_SOURCES[randomness.name]) | frozenset(randomness.extra)
 
 
 def check_steps(config: Config, steps: int) -> None:

@@ -8,12 +8,6 @@ import torch
 from irrepro.config import NAMED_SOURCES, SOURCES
 
 _SOURCE_IDS = {name: index for index, name in enumerate(SOURCES)}
-RANDOM_SOURCES = {name: frozenset(sources) for name, sources in NAMED_SOURCES.items()}
-
-
-def random_sources(name: str, extra: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
-    """The sources `seed` drives under randomness option `name` and its `extra` sources."""
-    return RANDOM_SOURCES[name] | frozenset(extra)
 
 
 def seed_sequence(source: str, seed: int, mode: str | frozenset[str], member: int = 0
@@ -28,7 +22,7 @@ def seed_sequence(source: str, seed: int, mode: str | frozenset[str], member: in
     # A leading 1 or 0 keeps the two domains apart: SeedSequence ignores trailing zeros,
     # so [source_id, seed] for seed 0 would equal the fixed [source_id], and a trailing
     # member 0 leaves the seed's own stream as it was.
-    if source in (RANDOM_SOURCES[mode] if isinstance(mode, str) else mode):
+    if source in (NAMED_SOURCES[mode] if isinstance(mode, str) else mode):
         return np.random.SeedSequence([source_id, 1, seed, member])
     return np.random.SeedSequence([source_id, 0, member])
 

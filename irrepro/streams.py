@@ -9,9 +9,9 @@ import math
 import numpy as np
 import torch
 
-from irrepro.config import Config
+from irrepro.config import Config, random_sources
 from irrepro.schedule import training_rows
-from irrepro.seeds import numpy_generator, random_sources
+from irrepro.seeds import numpy_generator
 from irrepro.shuffle import shuffle_order
 
 BASE = frozenset()  # no source random: every stream at its fixed base
@@ -22,7 +22,7 @@ class TrainingStream:
 
     def __init__(self, config: Config, seeds: list[int], n_train: int):
         randomness = config.randomness
-        self.sources = random_sources(randomness.name, randomness.extra)
+        self.sources = random_sources(randomness)
         self.window = randomness.window
         self.fork_step = randomness.fork_step
         self.n_train = n_train

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from irrepro import mitigations
 from irrepro import schedule as schedules
 from irrepro.activations import get_activation
-from irrepro.config import Config, OptimizerConfig, check_steps
+from irrepro.config import Config, OptimizerConfig, check_steps, random_sources
 from irrepro.data import Dataset
 from irrepro.metrics import log_loss
 from irrepro.models import (
@@ -33,7 +33,7 @@ from irrepro.modules import (
     output_features,
 )
 from irrepro.schedule import checkpoint_steps, convergence_step, loss_change, lr_factor
-from irrepro.seeds import numpy_generator, random_sources, torch_generator
+from irrepro.seeds import numpy_generator, torch_generator
 from irrepro.streams import BASE, TrainingStream
 
 
@@ -81,7 +81,7 @@ def build_model(
     through the per-replica loop (exact at any shape); one vmap cannot batch raises
     ModuleError.
     """
-    sources = random_sources(config.randomness.name, config.randomness.extra)
+    sources = random_sources(config.randomness)
     forked = config.randomness.fork_step > 0
     perturb = "perturb" in sources and not forked  # a fork perturbs at its step instead
     features = config.data.dim if features is None else features
@@ -122,7 +122,7 @@ def replica_ids(config: Config, seeds: list[int]) -> list[tuple[int, int]]:
 def fork(config: Config, seeds: list[int], model: StackedNet | StackedModules) -> None:
     """At the fork step, switch on the sources that act after it: the one-ulp perturbation of
     each replica's weights as they are, and the seed's dropout masks."""
-    sources = random_sources(config.randomness.name, config.randomness.extra)
+    sources = random_sources(config.randomness)
     replicas = replica_ids(config, seeds)
     if "perturb" in sources:
         for index, (seed, member) in enumerate(replicas):
