@@ -4,13 +4,11 @@ follows the fixed base streams up to its fork step and the seed's streams after 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from irrepro.config import Config, random_sources
-from irrepro.schedule import training_rows
+from irrepro.schedule import total_steps, training_rows
 from irrepro.seeds import numpy_generator
 from irrepro.shuffle import shuffle_order
 
@@ -28,18 +26,18 @@ class TrainingStream:
         self.n_train = n_train
         self.subsample = randomness.subsample
         self.rows = training_rows(n_train, self.subsample)
-        self.steps_per_pass = math.ceil(self.rows / config.train.batch_size)
+        self.steps_per_pass = total_steps(self.rows, config.train.batch_size, passes=1)
         self.batch = config.train.batch_size
         # A source that forks has a base stream before the fork and the seed's after it;
         # any other keeps one stream throughout (the seed's, or the base if it is fixed).
         self.shufflers = [numpy_generator("shuffle", seed, self.sources) for seed in seeds]
-        self.base_shufflers = self._before_fork("shuffle", lambda: [
-            numpy_generator("shuffle", seed, BASE) for seed in seeds])
+        self.base_shufflers = ([numpy_generator("shuffle", seed, BASE) for seed in seeds]
+                               if self._forks("shuffle") else None)
         self.resamples = self._resamples(seeds, self.sources)
-        self.base_resamples = self._before_fork("data", lambda: self._resamples(seeds, BASE))
+        self.base_resamples = self._resamples(seeds, BASE) if self._forks("data") else None
 
-    def _before_fork(self, source: str, streams):
-        return streams() if self.fork_step > 0 and source in self.sources else None
+    def _forks(self, source: str) -> bool:
+        return self.fork_step > 0 and source in self.sources
 
     def _resamples(self, seeds: list[int], sources: frozenset[str]) -> np.ndarray | None:
         """Each replica's training rows [K, rows] in file order, drawn from its data stream:
