@@ -214,7 +214,6 @@ class StackedModules(nn.Module):
                 "StackedModules(..., vectorize=False)"
             ) from None
 
-
     def _vmap_as_pair(self, params: dict, buffers: dict, inputs: torch.Tensor) -> torch.Tensor:
         """One replica under vmap as a stack of two, itself and a copy whose result is
         dropped: a batch of one takes other kernels (gemv for a single output) that round

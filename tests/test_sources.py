@@ -17,6 +17,7 @@ from irrepro.streams import TrainingStream
 from irrepro.training import total_steps, train_replicas
 from tests.cli import ROOT
 from tests.conftest import make_config
+from tests.test_mitigations import STACKS
 from tests.test_replicas import assert_replicas_match_single_runs
 
 MLP = {"model.name": "mlp", "model.depth": 2, "model.width": 8}
@@ -189,7 +190,6 @@ def test_a_fork_mid_pass_reorders_only_the_rest_of_that_pass():
     assert sorted(second[128:]) == sorted(base_second[128:])  # the same rows, reordered
 
 
-STACKS = ((9, 4), (0, 4, 1, 13, 2, 3, 9))
 AWKWARD = {
     "data.n_train": 203, "data.n_test": 101, "data.dim": 7, "train.batch_size": 32,
     "train.passes": 2, "train.log_every": 2, "train.checkpoints": 3, "model.name": "mlp",
