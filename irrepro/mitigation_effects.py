@@ -121,15 +121,12 @@ def _loss_difference(group: Group, reference: Group, excess: bool) -> uncertaint
     common = sorted(set(group.seeds) & set(reference.seeds))
     paired = len(common) >= uncertainty.MIN_SEEDS[False]
 
-    def chunks(g: Group) -> list[np.ndarray]:
+    def losses(g: Group) -> np.ndarray:
         """The group's per-example losses, on the shared seeds in order when paired."""
         P = g.predictions[[g.seeds.index(seed) for seed in common]] if paired else g.predictions
-        return list(uncertainty.run_values(example_losses(P, dataset, excess)))
+        return example_losses(P, dataset, excess)
 
-    A, B = chunks(group), chunks(reference)
-    return uncertainty.compare(
-        uncertainty.sample(A, pairs=False), uncertainty.sample(B, pairs=False), paired=paired,
-        cross_same=uncertainty.cross_products(A, B, pairs=False) if paired else None)
+    return uncertainty.compare_runs(losses(group), losses(reference), paired)
 
 
 def markdown(frame: pd.DataFrame, study: str) -> str:

@@ -334,6 +334,14 @@ def compare(a: Sample, b: Sample, *, paired: bool, cross_same: float | None = No
                       float(ratio_high), difference, d_low, d_high, p_value, paired)
 
 
+def compare_runs(a: np.ndarray, b: np.ndarray, paired: bool) -> Comparison:
+    """Compare the mean of a per-run, per-example value (a loss) of runs a [R, N] with runs
+    b on the same examples: paired when row i of both is the same seed, else unpaired."""
+    A, B = list(run_values(a)), list(run_values(b))
+    return compare(sample(A, pairs=False), sample(B, pairs=False), paired=paired,
+                   cross_same=cross_products(A, B, pairs=False) if paired else None)
+
+
 def _example_covariance(a: Sample, b: Sample) -> float:
     """Covariance of the two groups' per-example means over N, for groups tested on the same
     examples whose seeds are independent (or too few to separate the interaction)."""

@@ -153,6 +153,26 @@ def test_equal_pd_gives_uniform_p_values(paired):
     assert (np.abs(np.histogram(p_values, bins=4, range=(0, 1))[0] / 400 - 0.25) < 0.07).all()
 
 
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_run_metric_difference_covers_the_truth_and_keeps_its_false_positive_rate(paired):
+    # the mean log loss of two arms drawn alike (the truth: no difference), on the same test
+    # examples and labels; paired arms share their seeds' effects
+    rng = np.random.default_rng(21 + paired)
+    inside = 0
+    for _ in range(400):
+        if paired:
+            a, b = paired_arms(rng, 10, 500)
+        else:
+            examples = rng.normal(0, 2, 500), rng.normal(0, 1, 500)
+            a, b = (predictions(rng, 10, 500, **SEED_EFFECTS, examples=examples)
+                    for _ in range(2))
+        y = (rng.random(500) < 0.5).astype(np.float32)  # labels that favour neither arm
+        losses = [np.stack([metrics.example_log_loss(p, y) for p in arm]) for arm in (a, b)]
+        result = uncertainty.compare_runs(*losses, paired=paired)
+        inside += result.difference_low <= 0 <= result.difference_high
+    assert 0.92 <= inside / 400 <= 0.98
+
+
 def test_pairing_by_seed_finds_a_twofold_pd_at_ten_seeds():
     rng = np.random.default_rng(5)
     found = {True: 0, False: 0}
