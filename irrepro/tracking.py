@@ -122,6 +122,13 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    def runs_url(self) -> str | None:
+        """The experiment's runs table in the UI of a tracking server; None for a store with
+        no UI of its own. `workflowType` makes MLflow open the table, not its GenAI page."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        return runs_url(self.uri, self.experiment_id)
+
     def search(self, filter_string: str) -> list[Any]:
         """All active runs of the experiment matching an MLflow filter string (every page)."""
         runs, token = [], None
@@ -223,6 +230,11 @@ class Tracker:
             reason = "the process running it ended without a word"
             self.end_runs(dict.fromkeys(stale, reason), "KILLED")
         return len(stale)
+
+
+def runs_url(base_url: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs table in the MLflow UI at `base_url`."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _local_folder(artifact_uri: str) -> Path | None:
