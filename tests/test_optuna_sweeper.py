@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.irrepro_optuna_sweeper.sweeper import to_distribution
+from hydra_plugins.irrepro_optuna_sweeper._impl import to_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "optuna_app" / "app.py"
@@ -181,3 +181,19 @@ def test_invalid_search_space_names_the_key(line, message):
     with pytest.raises(ValueError) as info:
         to_distribution(parse(line, _GroupLoader()))
     assert message in str(info.value)
+
+
+def test_the_plugin_scan_does_not_import_optuna():
+    """Hydra imports every plugin module when it scans them, for every run: Optuna waits
+    until a sweep uses the sweeper."""
+    scan = (
+        "import sys\n"
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra.plugins.sweeper import Sweeper\n"
+        "names = [plugin.__name__ for plugin in Plugins.instance().discover(Sweeper)]\n"
+        "assert 'OptunaSweeper' in names, names\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'optuna'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", scan], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
