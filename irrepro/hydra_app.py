@@ -72,20 +72,26 @@ def job_outcomes(children: list) -> tuple[int, int]:
 
 
 def check_sweep(config: DictConfig) -> None:
-    """Before any job starts, compose and check configurations of the sweep until each value
-    of every swept key (but `seed`, whose values the sweeper checks) has been in one: a
-    ConfigError names the swept values of the configuration. Composing costs about 0.1 s,
-    so not every combination is checked: a value refused only beside another fails its job."""
+    """Before any job starts (and any parent run is made), check the seed sweep's values,
+    then compose and check configurations of the sweep until each value of every other
+    swept key has been in one: a ConfigError names the swept values of the configuration.
+    Composing costs about 0.1 s, so not every combination is checked: a value refused only
+    beside another fails its job."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [
-        override
-        for override in OverridesParser.create().parse_overrides(
-            list(config.hydra.overrides.task))
-        if not (override.get_key_element() == "seed" and override.is_sweep_override())
-    ]
+    from hydra_plugins.irrepro_batch_sweeper.plan import SeedSweepError, seed_sweep, seed_values
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    try:
+        seed = seed_sweep(parsed)
+        if seed is not None:
+            seed_values(seed)
+    except SeedSweepError as error:
+        raise ConfigError(str(error)) from None
+    overrides = [override for override in parsed
+                 if not (override.get_key_element() == "seed" and override.is_sweep_override())]
     if not any(override.is_sweep_override() for override in overrides):
         to_config(config)
         return

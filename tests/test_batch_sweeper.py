@@ -261,3 +261,30 @@ def test_batched_predictions_equal_single_runs_bit_for_bit(two_stores):
             single[key].info.run_id, "predictions.npy", str(basic)))
         assert ours.dtype == theirs.dtype == np.float32
         np.testing.assert_array_equal(ours, theirs, err_msg=f"group, seed {key}")
+
+
+@pytest.mark.parametrize("seed, message", [
+    ("seed=range(0)", "seed=range(0): no seeds to train"),
+    ("seed=1.5,2", "seed=1.5,2: 1.5 is not an integer >= 0"),
+])
+def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys, seed,
+                                                                message):
+    """The sweep callback checks the seeds before it makes the store and the parent run."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from irrepro.config import register_configs
+    from irrepro.hydra_app import MlflowSweepCallback
+
+    register_configs()
+    store = tmp_path / "mlflow.db"
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        config = GlobalHydra.instance().hydra.compose_config(
+            "config", [seed, "activation=relu,smelu", f"tracking.uri=sqlite:///{store}"],
+            run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+        with pytest.raises(SystemExit) as stopped:
+            MlflowSweepCallback().on_multirun_start(config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"train.py: error: {message}\n"
+    assert not store.exists()

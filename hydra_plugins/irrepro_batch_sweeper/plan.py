@@ -35,12 +35,14 @@ def seed_sweep(overrides: Sequence[Override]) -> Override | None:
 
 
 def seed_values(override: Override) -> list[int]:
-    """The seeds of a `seed=` sweep (a list, range or choice of integers >= 0), sorted, each
-    once."""
+    """The seeds of a `seed=` sweep (a list, range or choice of integers >= 0, at least one),
+    sorted, each once."""
     text = override.input_line
     if not override.is_discrete_sweep():
         raise SeedSweepError(f"{text}: a seed sweep is a list, range or choice of integers")
     values = list(override.sweep_iterator())
+    if not values:
+        raise SeedSweepError(f"{text}: no seeds to train")
     for value in values:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise SeedSweepError(f"{text}: {value!r} is not an integer >= 0")
