@@ -1,21 +1,41 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server on 127.0.0.1, all state in one temp dir.
+# A throwaway PostgreSQL server on 127.0.0.1, all state in one fresh private temp dir.
 #
-#   scripts/postgres.sh start    # prints the export of its URI (IRREPRO_POSTGRES_URI)
+#   scripts/postgres.sh start    # prints the exports of its URI and dir (IRREPRO_POSTGRES_*)
 #   scripts/postgres.sh status
 #   scripts/postgres.sh stop     # stops the server and removes the dir
 #
-# Database `irrepro`, owner `irrepro`, trust authentication on loopback only: for tests and
+# Database `irrepro`, owner `irrepro`, whose password (new at each start) is in the URI; the
+# unix socket, the only way in without it, lies in the private dir: for tests and
 # benchmarks, not for shared use. As root the server runs as the `postgres` user (PostgreSQL
 # refuses root). Installs Debian's postgresql with apt when absent, unless IRREPRO_NO_INSTALL=1.
-# IRREPRO_POSTGRES_DIR chooses the state dir (default: /tmp/irrepro-postgres), PG_PORT the port
-# (default: a free one).
+# The dir is made by mktemp (mode 700), or is IRREPRO_POSTGRES_DIR when that names one that
+# does not exist yet; stop and status find it through IRREPRO_POSTGRES_DIR, else through the
+# note start leaves in ~/.local/state/irrepro. PG_PORT chooses the port (default: a free one).
 set -euo pipefail
 
-DIR=${IRREPRO_POSTGRES_DIR:-${TMPDIR:-/tmp}/irrepro-postgres}
+NOTE=${XDG_STATE_HOME:-$HOME/.local/state}/irrepro/postgres.dir
+DIR=${IRREPRO_POSTGRES_DIR:-$(cat "$NOTE" 2>/dev/null || true)}
 DATA=$DIR/data
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
+
+# A new private state dir: IRREPRO_POSTGRES_DIR if given (it must not exist), else mktemp's.
+new_dir() {
+  if [ -n "${IRREPRO_POSTGRES_DIR:-}" ]; then
+    mkdir -m 700 "$IRREPRO_POSTGRES_DIR" 2>/dev/null \
+      || die "$IRREPRO_POSTGRES_DIR exists (scripts/postgres.sh stop, or name a new dir)"
+    DIR=$IRREPRO_POSTGRES_DIR
+  else
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/irrepro-postgres.XXXXXXXX")
+    mkdir -p "$(dirname "$NOTE")"
+    echo "$DIR" >"$NOTE"
+  fi
+  DATA=$DIR/data
+}
+
+# Whether $DIR is a state dir of this script's, owned by this user (stop removes only such).
+ours() { [ -n "$DIR" ] && [ -d "$DIR" ] && [ ! -L "$DIR" ] && [ -f "$DIR/port" ] && [ -O "$DIR/port" ]; }
 
 # The directory of initdb and pg_ctl: on PATH, else Debian's newest /usr/lib/postgresql/*/bin.
 server_bin() {
@@ -45,43 +65,45 @@ as_owner() {
   fi
 }
 
-uri() { echo "postgresql://irrepro@127.0.0.1:$(cat "$DIR/port")/irrepro"; }
+uri() { echo "postgresql://irrepro:$(cat "$DIR/password")@127.0.0.1:$(cat "$DIR/port")/irrepro"; }
 
 running() { [ -f "$DATA/postmaster.pid" ] && as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null; }
 
 start() {
   install_if_absent
   BIN=$(server_bin)
-  if [ -d "$DATA" ] && running; then
+  if ours && [ -d "$DATA" ] && running; then
     die "already running in $DIR (scripts/postgres.sh stop first)"
   fi
   local port=${PG_PORT:-$(python3 -c \
     'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-  rm -rf "$DIR"
-  mkdir -p "$DIR"
+  new_dir
+  (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' >"$DIR/password")
   echo "$port" >"$DIR/port"
-  [ "$(id -u)" != 0 ] || chown postgres "$DIR"
-  as_owner "$BIN/initdb" -D "$DATA" -U irrepro --auth=trust -E UTF8 >"$DIR/initdb.log"
+  [ "$(id -u)" != 0 ] || chown postgres "$DIR" "$DIR/password"
+  as_owner "$BIN/initdb" -D "$DATA" -U irrepro --pwfile="$DIR/password" --auth-local=trust \
+    --auth-host=scram-sha-256 -E UTF8 >"$DIR/initdb.log"
   as_owner "$BIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $DIR -c max_connections=200" start >/dev/null \
     || { tail -n 20 "$DIR/postgres.log" >&2; die "the server did not start (log: $DIR/postgres.log)"; }
-  as_owner "$BIN/createdb" -h 127.0.0.1 -p "$port" -U irrepro irrepro
+  as_owner "$BIN/createdb" -h "$DIR" -p "$port" -U irrepro irrepro
   echo "export IRREPRO_POSTGRES_URI=$(uri)"
   echo "export IRREPRO_POSTGRES_DIR=$DIR"
 }
 
 stop() {
-  [ -d "$DIR" ] || { echo "no server in $DIR" >&2; return; }
+  ours || { echo "no server in ${DIR:-(no state dir)}" >&2; return; }
   BIN=$(server_bin)
   if [ -n "$BIN" ] && [ -f "$DATA/postmaster.pid" ]; then
     as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true
   fi
   rm -rf "$DIR"
+  [ "$(cat "$NOTE" 2>/dev/null)" != "$DIR" ] || rm -f "$NOTE"
 }
 
 status() {
   BIN=$(server_bin)
-  [ -n "$BIN" ] && [ -d "$DATA" ] && running || die "not running (state dir $DIR)"
+  ours && [ -n "$BIN" ] && [ -d "$DATA" ] && running || die "not running (state dir ${DIR:-none})"
   echo "export IRREPRO_POSTGRES_URI=$(uri)"
   echo "export IRREPRO_POSTGRES_DIR=$DIR"
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway single-node SLURM cluster on this machine, all state in one temp dir.
+# A throwaway single-node SLURM cluster on this machine, all state in one fresh temp dir.
 #
 #   scripts/slurm-cluster.sh start    # prints the exports that point sbatch & co at it
 #   scripts/slurm-cluster.sh status
@@ -7,14 +7,40 @@
 #
 # Needs root (slurmd runs jobs as their user, munged runs as `munge`). Installs Debian's
 # slurm-wlm and munge with apt when they are absent, unless IRREPRO_NO_INSTALL=1.
-# IRREPRO_SLURM_DIR chooses the state dir (default: /tmp/irrepro-slurm).
+# The dir is made by mktemp (others may pass through it, to reach munge's socket, but not
+# list it), or is IRREPRO_SLURM_DIR when that names one that does not exist yet; stop and
+# status find it through IRREPRO_SLURM_DIR, else through the note start leaves in
+# ~/.local/state/irrepro. Munge's key is made anew there, never copied from the host.
 set -euo pipefail
 
-DIR=${IRREPRO_SLURM_DIR:-${TMPDIR:-/tmp}/irrepro-slurm}
+NOTE=${XDG_STATE_HOME:-$HOME/.local/state}/irrepro/slurm.dir
+DIR=${IRREPRO_SLURM_DIR:-$(cat "$NOTE" 2>/dev/null || true)}
 CONF=$DIR/slurm.conf
 SOCKET=$DIR/munge/munge.socket.2
 
 die() { echo "slurm-cluster.sh: $*" >&2; exit 1; }
+
+# A new state dir: IRREPRO_SLURM_DIR if given (it must not exist), else mktemp's.
+new_dir() {
+  if [ -n "${IRREPRO_SLURM_DIR:-}" ]; then
+    mkdir -m 700 "$IRREPRO_SLURM_DIR" 2>/dev/null \
+      || die "$IRREPRO_SLURM_DIR exists (scripts/slurm-cluster.sh stop, or name a new dir)"
+    DIR=$IRREPRO_SLURM_DIR
+  else
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/irrepro-slurm.XXXXXXXX")
+    mkdir -p "$(dirname "$NOTE")"
+    echo "$DIR" >"$NOTE"
+  fi
+  chmod 711 "$DIR"
+  : >"$DIR/irrepro-slurm"
+  CONF=$DIR/slurm.conf
+  SOCKET=$DIR/munge/munge.socket.2
+}
+
+# Whether $DIR is a state dir of this script's, owned by this user (stop removes only such).
+ours() {
+  [ -n "$DIR" ] && [ -d "$DIR" ] && [ ! -L "$DIR" ] && [ -O "$DIR/irrepro-slurm" ]
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -31,14 +57,9 @@ install_if_absent() {
 }
 
 start_munge() {
-  mkdir -p "$DIR/munge"
-  if [ -f /etc/munge/munge.key ]; then
-    cp /etc/munge/munge.key "$DIR/munge/munge.key"
-  else
-    dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1 count=1024 status=none
-  fi
+  mkdir -m 755 "$DIR/munge"
+  (umask 077; dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1 count=1024 status=none)
   chown -R munge:munge "$DIR/munge"
-  chmod 755 "$DIR/munge"
   chmod 400 "$DIR/munge/munge.key"
   runuser -u munge -- munged --socket="$SOCKET" --key-file="$DIR/munge/munge.key" \
     --log-file="$DIR/munge/munged.log" --pid-file="$DIR/munge/munged.pid" \
@@ -87,12 +108,11 @@ running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; 
 
 start() {
   [ "$(id -u)" = 0 ] || die "start needs root (slurmd and munged run as other users)"
-  if running slurmctld; then
+  if ours && running slurmctld; then
     die "already running in $DIR (scripts/slurm-cluster.sh stop first)"
   fi
   install_if_absent
-  rm -rf "$DIR"
-  mkdir -p "$DIR"
+  new_dir
   start_munge
   write_conf
   export SLURM_CONF=$CONF
@@ -138,7 +158,7 @@ stop_job_steps() {
 }
 
 stop() {
-  [ -d "$DIR" ] || { echo "no cluster in $DIR" >&2; return; }
+  ours || { echo "no cluster in ${DIR:-(no state dir)}" >&2; return; }
   if running slurmctld && [ -f "$CONF" ]; then
     SLURM_CONF=$CONF scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
     for _ in $(seq 30); do  # up to 15 s for cancelled jobs to wind down
@@ -149,10 +169,11 @@ stop() {
   stop_pid_files "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"
   stop_job_steps
   rm -rf "$DIR"
+  [ "$(cat "$NOTE" 2>/dev/null)" != "$DIR" ] || rm -f "$NOTE"
 }
 
 status() {
-  running slurmctld || die "not running (state dir $DIR)"
+  ours && running slurmctld || die "not running (state dir ${DIR:-none})"
   SLURM_CONF=$CONF sinfo
   echo "export SLURM_CONF=$CONF"
   echo "export IRREPRO_SLURM_DIR=$DIR"

@@ -10,6 +10,7 @@ import glob
 import os
 import pwd
 import shutil
+import subprocess
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -153,3 +154,24 @@ def test_the_analysis_reads_every_run_back_over_http(server, parallel_sweep, req
                if "seed" in r.data.tags]
     assert summary == Counter(r.data.params["activation.name"] for r in trained)
     assert set(summary) == {"relu", "smelu"} and min(summary.values()) >= 2
+
+
+def test_the_server_wants_the_password_its_uri_carries(postgres):
+    """Over TCP the throwaway server asks for a password; without it, no connection."""
+    import psycopg
+
+    parts = urlsplit(postgres)
+    assert parts.password
+    without = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(without, connect_timeout=10).close()
+
+
+def test_start_refuses_a_state_dir_that_exists_and_leaves_it_alone(tmp_path):
+    (tmp_path / "keep").write_text("mine")
+    env = {**os.environ, "IRREPRO_POSTGRES_DIR": str(tmp_path), "IRREPRO_NO_INSTALL": "1"}
+    for script_args, message in ((["start"], "exists"), (["stop"], "no server")):
+        result = subprocess.run([str(POSTGRES_SCRIPT), *script_args], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert message in result.stderr
+    assert (tmp_path / "keep").read_text() == "mine"

@@ -133,3 +133,28 @@ def test_the_next_sweep_trains_only_what_is_missing(sweeps):
     assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"]) == ("1", "0")
     assert [r.info.run_id for r in children(sweeps["cwd"], parent.info.run_id)] == [
         retrained.info.run_id]
+
+
+def test_the_cluster_keeps_its_state_private_with_a_munge_key_of_its_own(slurm):
+    """Others may pass through the state dir to munge's socket, but not list it; the key is
+    made for the cluster (never the host's) and only munge reads it."""
+    state = os.path.dirname(slurm)
+    assert os.stat(state).st_mode & 0o777 == 0o711
+    key = os.path.join(state, "munge", "munge.key")
+    assert os.stat(key).st_mode & 0o777 == 0o400
+    if os.path.exists("/etc/munge/munge.key"):
+        with open(key, "rb") as ours, open("/etc/munge/munge.key", "rb") as host:
+            assert ours.read() != host.read()
+
+
+def test_start_refuses_a_state_dir_that_exists_and_leaves_it_alone(tmp_path):
+    (tmp_path / "keep").write_text("mine")
+    env = {**os.environ, "IRREPRO_SLURM_DIR": str(tmp_path), "IRREPRO_NO_INSTALL": "1"}
+    env.pop("SLURM_CONF", None)
+    started = subprocess.run([str(CLUSTER_SCRIPT), "start"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert started.returncode != 0 and "exists" in started.stderr
+    stopped = subprocess.run([str(CLUSTER_SCRIPT), "stop"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert stopped.returncode == 0 and "no cluster" in stopped.stderr
+    assert (tmp_path / "keep").read_text() == "mine"
