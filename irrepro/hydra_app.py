@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import uuid
 
@@ -14,7 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from irrepro import gc_policy, tracking
+from irrepro import gc_policy, orphans, tracking
 from irrepro.config import Config, ConfigError, to_config
 from irrepro.data import DataError
 from irrepro.job import JobSummary, prepare_job, run_job
@@ -50,6 +51,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         print(f"train.py: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     gc_policy.settle_once()  # a worker's imports live on: later collections skip them
+    orphans.watch_sweep()
     summary = run_job(typed, tracker, dataset, job_id)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
@@ -140,7 +142,10 @@ class MlflowSweepCallback(Callback):
         )
         os.environ[tracking.PARENT_RUN_ENV] = self.parent
         os.environ[tracking.SWEEP_ID_ENV] = sweep_id
+        os.environ[orphans.SWEEP_PID_ENV] = str(os.getpid())  # workers die with this process
         atexit.register(self._end, "the sweep stopped before it finished")
+        # SIGTERM exits through atexit, which ends the parent FAILED (by default it would not)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent, sweep_id, self.tracker.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -164,3 +169,8 @@ class MlflowSweepCallback(Callback):
         self.parent = None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
         os.environ.pop(tracking.SWEEP_ID_ENV, None)
+        os.environ.pop(orphans.SWEEP_PID_ENV, None)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)

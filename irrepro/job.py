@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from irrepro import anchors, tracking
+from irrepro import anchors, orphans, tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import run_metrics
@@ -221,6 +221,7 @@ def _train_and_log(config, seeds, dataset, tracker, open_runs, summary, check_te
         run_id = open_runs[result.seed]
         records[run_id], files[run_id] = finished_run(config, result, dataset, train_seconds,
                                                       n_params)
+    orphans.check_sweep_alive()  # a worker whose sweep has died logs nothing more
     tracker.finish_runs(records, files)
     for result in trained:
         summary.finished[result.seed] = open_runs.pop(result.seed)

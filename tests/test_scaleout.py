@@ -4,6 +4,7 @@ import signal
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from tests.cli import client, runs, start_train, train
@@ -64,3 +65,30 @@ def test_a_sweep_killed_mid_way_resumes_without_retraining(tmp_path):
     after = {r.data.tags["seed"]: r.info.run_id for r in finished}
     assert all(after[seed] == run_id for seed, run_id in before.items())  # not retrained
     assert any(r.info.status == "KILLED" for r in everything)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_parallel_sweeps_workers_die_with_its_main_process(tmp_path, signum):
+    """Killed alone, the main process takes its joblib workers along: none lives on, none
+    logs a run after it; SIGTERM ends the parent FAILED."""
+    args = ["-m", "hydra/launcher=local_parallel", "seed=range(6)", "data.n_train=40000",
+            "hydra.sweeper.max_replicas=1"]
+    process = start_train(args, tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(
+            [r for r in runs(tmp_path) if r.info.status == "RUNNING"]) < 3:  # parent + 2
+        time.sleep(0.2)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) >= 2
+    killed_at = time.time()
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive
+    time.sleep(1)
+    later = [r for r in finished_children(tmp_path) if r.info.end_time / 1000 > killed_at]
+    assert not later
+    [parent] = [r for r in runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags]
+    if signum == signal.SIGTERM:
+        assert process.returncode != 0
+        assert parent.info.status == "FAILED"
