@@ -52,7 +52,12 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         raise SystemExit(2) from None
     gc_policy.settle_once()  # a worker's imports live on: later collections skip them
     orphans.watch_sweep()
-    summary = run_job(typed, tracker, dataset, job_id)
+    try:
+        summary = run_job(typed, tracker, dataset, job_id)
+    except tracking.TrackingError as error:
+        # The store takes no more writes (a full disk, a server gone): the sweep stops here.
+        print(f"train.py: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
 

@@ -99,8 +99,11 @@ def run_job(
         # submitit's exit before a requeue) are KILLED, the rest FAILED with the reason.
         interrupted = isinstance(error, KeyboardInterrupt | Terminated | SystemExit)
         reason = f"{type(error).__name__}: {error}"
-        tracker.end_runs(dict.fromkeys(open_runs.values(), reason),
-                         "KILLED" if interrupted else "FAILED")
+        try:
+            tracker.end_runs(dict.fromkeys(open_runs.values(), reason),
+                             "KILLED" if interrupted else "FAILED")
+        except tracking.TrackingError as failure:  # the store takes no more writes: say why
+            log.warning("%d runs stay RUNNING: %s", len(open_runs), failure)
         raise
     log.info(
         "group %s: %d finished, %d failed, %d skipped",

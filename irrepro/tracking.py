@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -22,6 +25,9 @@ from irrepro.run_writers import RunRecord, writer_for
 PARENT_RUN_ENV = "IRREPRO_PARENT_RUN_ID"
 SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 PREDICTIONS = "predictions.npy"
+# Disk room a job leaves free for the store to end its runs: a fixed part and one per run.
+ROOM_FOR_STORE = 256 * 1024
+ROOM_PER_RUN = 4 * 1024
 CHECKPOINTS = "checkpoints.npz"
 CONFIG_FILE = "config.yaml"
 
@@ -76,12 +82,23 @@ def _retrying(call, *args, attempts: int = 8, **kwargs):
     raise AssertionError("unreachable")
 
 
+class _CaughtAndRaised(logging.Filter):
+    """Drops MLflow's traceback of a failed SQL transaction: MLflow raises the error right
+    after, and the Tracker retries it or reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
 class Tracker:
     """One experiment in one tracking store."""
 
     def __init__(self, uri: str, experiment: str, create: bool = True):
         from mlflow.tracking import MlflowClient
 
+        sql_log = logging.getLogger("mlflow.store.db.utils")
+        if not any(isinstance(known, _CaughtAndRaised) for known in sql_log.filters):
+            sql_log.addFilter(_CaughtAndRaised())
         self.uri = uri
         # Artifact URI of each run started here, until its files are written or it ends.
         self._artifact_uris: dict[str, str] = {}
@@ -174,8 +191,11 @@ class Tracker:
         """New RUNNING runs from (name, tags), tagged with this process so a dead one can be
         found later; returns their ids."""
         mark = {"irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
-        started = self.writer.start_runs(self.experiment_id,
-                                         [(name, {**tags, **mark}) for name, tags in runs])
+        try:
+            started = self.writer.start_runs(self.experiment_id,
+                                             [(name, {**tags, **mark}) for name, tags in runs])
+        except Exception as error:
+            raise _write_error(error, self.uri) from error
         self._artifact_uris.update(started)
         return [run_id for run_id, _ in started]
 
@@ -189,14 +209,46 @@ class Tracker:
         params, metrics and curves and mark them FINISHED together."""
         if not records:
             return
-        for run_id in records:
-            self._write_artifacts(run_id, files[run_id])
-        self.writer.finish_runs(records)
+        try:
+            self._check_room(files)
+            for run_id in records:
+                self._write_artifacts(run_id, files[run_id])
+            self.writer.finish_runs(records)
+            for run_id in records:
+                self._artifact_uris.pop(run_id, None)
+        except Exception as error:
+            # A run that did not finish leaves no files (their space may be what ends the runs)
+            for run_id in records:
+                self._remove_artifacts(run_id)
+            raise _write_error(error, self.uri) from error
+
+    def _check_room(self, files: dict[str, dict[str, bytes]]) -> None:
+        """Refuse to write runs' files (an ENOSPC OSError) where they would leave a disk less
+        room than the store needs to record how the runs ended: a full disk stops a job while
+        its runs can still be ended FAILED."""
+        reserve = ROOM_FOR_STORE + ROOM_PER_RUN * len(files)
+        demand: dict[int, list] = {}  # device: [a folder on it, bytes needed]
+
+        def add(path: Path, size: int) -> None:
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            demand.setdefault(existing.stat().st_dev, [path, reserve])[1] += size
+
+        store = sqlite_path(self.uri)
+        if store is not None:
+            add(store.parent, 0)
+        for run_id, contents in files.items():
+            folder = _local_folder(self._artifact_uris.get(run_id, ""))
+            if folder is not None:
+                add(folder, sum(map(len, contents.values())))
+        for path, size in demand.values():
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            if shutil.disk_usage(existing).free < size:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
         """The files straight into the run's artifact folder when it is local (a path or a
         file: URI), else through MLflow's artifact repository for the run."""
-        folder = _local_folder(self._artifact_uris.pop(run_id, ""))
+        folder = _local_folder(self._artifact_uris.get(run_id, ""))
         if folder is None:
             with tempfile.TemporaryDirectory() as staging:
                 for name, contents in files.items():
@@ -205,14 +257,29 @@ class Tracker:
             return
         folder.mkdir(parents=True, exist_ok=True)
         for name, contents in files.items():
-            (folder / name).write_bytes(contents)
+            try:
+                (folder / name).write_bytes(contents)
+            except OSError as error:
+                error.filename = error.filename or str(folder / name)  # a failed write has none
+                raise
+
+    def _remove_artifacts(self, run_id: str) -> None:
+        """Delete the local artifact folder of a run started here (the run's own folder,
+        which MLflow made for it alone)."""
+        folder = _local_folder(self._artifact_uris.get(run_id, ""))
+        if folder is not None:
+            own = folder.name == "artifacts" and folder.parent.name == run_id
+            shutil.rmtree(folder.parent if own else folder, ignore_errors=True)
 
     def end_runs(self, reasons: dict[str, str | None], status: str) -> None:
         """Terminate runs (run id -> reason or None); a FAILED or KILLED one carries its
         reason as a tag."""
         for run_id in reasons:
             self._artifact_uris.pop(run_id, None)
-        self.writer.end_runs(reasons, status)
+        try:
+            self.writer.end_runs(reasons, status)
+        except Exception as error:
+            raise _write_error(error, self.uri) from error
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate one run (see `end_runs`)."""
@@ -230,6 +297,19 @@ class Tracker:
             reason = "the process running it ended without a word"
             self.end_runs(dict.fromkeys(stale, reason), "KILLED")
         return len(stale)
+
+
+def _write_error(error: Exception, uri: str) -> TrackingError:
+    """A failed write as one line: `<why> writing <file>` for a file, else the store's."""
+    if isinstance(error, TrackingError):
+        return error
+    if isinstance(error, OSError) and error.filename:
+        why = (error.strerror or str(error)).lower()
+        return TrackingError(f"{why} writing {error.filename}")
+    lines = str(error).strip().splitlines()
+    why = lines[0] if lines else type(error).__name__
+    why = why.split(") ", 1)[-1] if why.startswith("(") else why  # "(sqlite3.…Error) …"
+    return TrackingError(f"{why} writing the tracking store {uri}")
 
 
 def runs_url(base_url: str, experiment_id: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from irrepro import job
 from irrepro.job import run_job
-from irrepro.tracking import Tracker
+from irrepro.tracking import Tracker, TrackingError
 from tests.cli import store_uri
 from tests.conftest import make_config
 
@@ -20,11 +20,13 @@ def test_a_crash_while_logging_fails_every_open_run(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(tracker.writer, "finish_runs", full)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrackingError, match="^disk full writing the tracking store sqlite:"):
         run_job(make_config(replicas=3), tracker)
     runs = tracker.search("")
     assert sorted(r.info.status for r in runs) == ["FAILED"] * 3
-    assert {r.data.tags.get("failure_reason") for r in runs} == {"OSError: disk full"}
+    [reason] = {r.data.tags.get("failure_reason") for r in runs}
+    assert reason.startswith("TrackingError: disk full writing the tracking store")
+    assert not list((tmp_path / "mlartifacts").glob("*/artifacts/*"))  # no half-logged run
     monkeypatch.undo()
     summary = run_job(make_config(replicas=3), tracker)  # the next run redoes them all
     assert sorted(summary.finished) == [0, 1, 2] and summary.skipped == []

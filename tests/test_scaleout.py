@@ -1,13 +1,15 @@
 """Parallel and cluster launchers, parallel writers, and crash safety on one SQLite store."""
 
+import os
 import signal
+import subprocess
 import time
 
 import numpy as np
 import psutil
 import pytest
 
-from tests.cli import client, runs, start_train, train
+from tests.cli import client, migrated_store, runs, start_train, store_uri, train
 
 
 def finished_children(cwd):
@@ -92,3 +94,35 @@ def test_a_parallel_sweeps_workers_die_with_its_main_process(tmp_path, signum):
     if signum == signal.SIGTERM:
         assert process.returncode != 0
         assert parent.info.status == "FAILED"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a tmpfs of its own with a fresh store, room for about 20 small runs."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is made with a tmpfs mount, which needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = migrated_store().stat().st_size // 1024 + 640
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}k", "tmpfs", str(disk)],
+                   check=True)
+    try:
+        store_uri(disk)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_and_leaves_nothing_half_done(small_disk):
+    args = ["-m", "seed=range(200)", "hydra.sweeper.max_replicas=20", "data.n_test=2000",
+            f"hydra.sweep.dir={small_disk.parent}/multirun"]
+    result = train(args, small_disk, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert error.startswith("train.py: error: no space left on device writing ")
+    everything = runs(small_disk)
+    assert not [r for r in everything if r.info.status == "RUNNING"]
+    finished = {r.info.run_id for r in everything if r.info.status == "FINISHED"}
+    assert 0 < len(finished) < 200
+    assert {path.name for path in (small_disk / "mlartifacts").iterdir()} == finished
