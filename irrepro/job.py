@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from irrepro import anchors, tracking
+from irrepro import anchors, schedule, tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
-from irrepro.metrics import run_metrics
-from irrepro.schedule import converged
-from irrepro.training import ReplicaResult, check_trainable, parameter_count, train_replicas
+from irrepro.metrics import frequency_log_loss, run_metrics
+from irrepro.training import (
+    ReplicaResult,
+    check_trainable,
+    parameter_count,
+    total_steps,
+    train_replicas,
+)
 
 log = logging.getLogger(__name__)
 # The label values in class-index order: index i of a prediction row is classes[i]; for two
@@ -236,11 +241,21 @@ def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_
     metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
     metrics["train_log_loss"] = result.train_loss
     metrics["loss_change_last_tenth"] = result.loss_change
-    metrics["converged"] = float(converged(result.loss_change))
+    converged, reason = convergence(config, result, dataset)
+    metrics["converged"] = float(converged)
     metrics["n_params"] = float(parameter_count(config, dataset) if n_params is None
                                 else n_params)
-    record = tracking.RunRecord(flatten(params), metrics, result.curve)
+    record = tracking.RunRecord(flatten(params), metrics, result.curve,
+                                {"convergence_reason": reason})
     return record, artifact_files(result, params, dataset.classes)
+
+
+def convergence(config: Config, result: ReplicaResult, dataset: Dataset) -> tuple[bool, str]:
+    """Whether a replica that trained converged, and why (see `schedule.convergence`)."""
+    updates = schedule.last_tenth_updates(total_steps(config, len(dataset.y_train)),
+                                          config.optimizer.schedule)
+    return schedule.convergence(result.loss_change, updates, result.train_loss,
+                                frequency_log_loss(dataset.y_train))
 
 
 def artifact_files(result: ReplicaResult, params: dict, classes: tuple) -> dict[str, bytes]:
