@@ -83,7 +83,8 @@ def run_job(
     summary = JobSummary(group)
     dataset = dataset or prepare_job(config)
     seeds = job_seeds(config)
-    done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
+    job_id = job_id or uuid.uuid4().hex[:12]
+    done = {} if config.force else tracker.finished_runs(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
     todo = [seed for seed in seeds if seed not in done]
     if summary.skipped:
@@ -91,6 +92,7 @@ def run_job(
             "skipping seeds %s of group %s: already FINISHED (force=true retrains)",
             _span(summary.skipped), group,
         )
+        record_reuse(tracker, [done[seed] for seed in summary.skipped], job_id)
     if not todo:
         return summary
     anchor = anchor_for(config, dataset, tracker) if config.mitigation.name == "anchor" else None
@@ -112,6 +114,14 @@ def run_job(
         group, len(summary.finished), len(summary.failed), len(summary.skipped),
     )
     return summary
+
+
+def record_reuse(tracker: tracking.Tracker, run_ids: list[str], job_id: str) -> None:
+    """In a sweep, tag the FINISHED runs that job `job_id` reuses with the sweep and the job
+    (see `tracking.REUSED_BY_TAG`), so that the sweep's parent counts them."""
+    sweep_id = os.environ.get(tracking.SWEEP_ID_ENV)
+    if sweep_id and os.environ.get(tracking.PARENT_RUN_ENV):
+        tracker.mark_reused(run_ids, sweep_id, job_id)
 
 
 class Terminated(Exception):
