@@ -66,10 +66,10 @@ def main(argv=None) -> int:
 
             print(describe(args.reports / args.experiment / "comparisons.csv", *args.compare))
         if args.optuna_study:
-            from irrepro.tuning import pareto_report, trial_pd_intervals
+            from irrepro.tuning import pareto_report, trial_groups
 
             pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures,
-                          trial_pd_intervals(tracker, summary))
+                          trial_groups(tracker, summary))
     except (AnalysisError, TrackingError, MlflowException, DataError, ValueError) as error:
         print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1

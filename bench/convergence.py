@@ -7,7 +7,8 @@ grid, trains a few replicas of each in this process (nothing is logged) at the s
 budget and at twice as many passes, and prints per group:
 
 - rule: the largest relative fall of a replica's training-set loss over the last tenth of
-  training (the per-run convergence rule: under 1%);
+  training (the per-run convergence rule: under 1%, over at least 20 updates, to a loss
+  below that of predicting the label frequencies);
 - doubling: the relative fall of the mean training-set loss when the passes double (the
   budget is enough when this is under 1% too: a decaying learning rate can meet the rule
   while the model is still learning, doubling cannot be fooled that way);
@@ -29,8 +30,9 @@ from hydra import compose, initialize_config_dir
 
 from irrepro.config import Config, register_configs, to_config
 from irrepro.data import make_dataset
+from irrepro.job import convergence
 from irrepro.metrics import run_metrics
-from irrepro.schedule import CONVERGENCE_TOLERANCE, converged
+from irrepro.schedule import CONVERGENCE_TOLERANCE
 from irrepro.training import train_replicas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -90,7 +92,8 @@ def main() -> None:
         rule = max(abs(r.loss_change) for r in results)
         loss, loss_doubled = (np.mean([r.train_loss for r in rs]) for rs in (results, doubled))
         doubling = (loss - loss_doubled) / loss
-        ok = all(converged(r.loss_change) for r in results) and (
+        dataset = make_dataset(config.data)
+        ok = all(convergence(config, r, dataset)[0] for r in results) and (
             abs(doubling) < CONVERGENCE_TOLERANCE)
         failing += not ok
         name = " ".join(p.split("=", 1)[1] for p in point)

@@ -61,6 +61,9 @@ COLORS = plt.get_cmap("tab10").colors
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 RATIO_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10, 20)
+# An accuracy axis spans at least this much (two points), so that differences far inside
+# the intervals do not fill the panel as if they were findings.
+MIN_ACCURACY_SPAN = 0.02
 
 
 def label(row: pd.Series, keys: Sequence[str] | None = None) -> str:
@@ -539,7 +542,8 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
     interval bands over the ensembles and the test examples.
 
     Keeps the TOP_GROUPS groups with the highest PD of single models, and says so in the title.
-    Needs at least 2 ensemble sizes.
+    The accuracy axis holds every interval, and spans at least MIN_ACCURACY_SPAN. Needs at
+    least 2 ensemble sizes.
     """
     if ensembles.empty or ensembles["k"].nunique() < 2:
         return None
@@ -553,12 +557,28 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
         _lines(axes[1], data, keys, "k", "accuracy", band=("accuracy_low", "accuracy_high"),
                order=order)
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
-        axes[1].set_ylabel("accuracy (fraction correct)")
+        axes[1].set_ylim(*_accuracy_limits(data))
+        axes[1].set_ylabel("accuracy (bands: 95% intervals)")
         for ax in axes:
             _log_x(ax, data["k"], base=2)
             ax.set_xlabel("ensemble size k (models averaged)")
         _legend(fig, _unique_handles(axes))
     return Path(path)
+
+
+def _accuracy_limits(frame: pd.DataFrame) -> tuple[float, float]:
+    """A y-range for the accuracies of `frame` that holds each one and its interval
+    (`accuracy_low`, `accuracy_high`, clipped to [0, 1]), at least MIN_ACCURACY_SPAN tall
+    around them and within [0, 1], with a 5% margin."""
+    values = pd.concat([frame[c] for c in ("accuracy", "accuracy_low", "accuracy_high")])
+    values = values[np.isfinite(values)].clip(0, 1)
+    low, high = values.min(), values.max()
+    widen = max(0.0, MIN_ACCURACY_SPAN - (high - low)) / 2
+    low, high = low - widen, high + widen
+    shift = max(0.0, -low) - max(0.0, high - 1)  # back inside [0, 1]
+    low, high = low + shift, high + shift
+    margin = 0.05 * (high - low)
+    return low - margin, high + margin
 
 
 def _mitigation_labels(frame: pd.DataFrame) -> pd.Series:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -65,13 +66,15 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     return summary
 
 
-def job_outcomes(children: list) -> tuple[int, int]:
-    """(finished, failed) jobs among a parent's child runs, grouped by their `job_id` tag: a job
-    finished when each of its seeds has a FINISHED run, whatever an earlier attempt of it (a
-    SLURM requeue) left. Jobs that trained nothing have no runs."""
+def job_outcomes(children: list, reused: Sequence[tuple[str, object]] = ()
+                 ) -> tuple[int, int]:
+    """(finished, failed) jobs among a parent's child runs, grouped by their `job_id` tag, and
+    the runs its jobs reused, as (job id, run): a job finished when each of its seeds has a
+    FINISHED run, whatever an earlier attempt of it (a SLURM requeue) left."""
     seeds: dict[str, dict[str, bool]] = {}
-    for run in children:
-        job = seeds.setdefault(run.data.tags.get("job_id", run.info.run_id), {})
+    runs = [(run.data.tags.get("job_id", run.info.run_id), run) for run in children]
+    for job_id, run in [*runs, *reused]:
+        job = seeds.setdefault(job_id, {})
         seed = run.data.tags.get("seed", run.info.run_id)
         job[seed] = job.get(seed, False) or run.info.status == "FINISHED"
     failed = sum(1 for done in seeds.values() if not all(done.values()))
@@ -158,14 +161,16 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, reason: str | None = None) -> None:
         """End the parent: FAILED when the sweep stopped early (`reason`) or any job failed,
-        else FINISHED; tagged with the count of finished and failed jobs."""
+        else FINISHED; tagged with the count of finished and failed jobs (those that reused
+        FINISHED runs among them) and of the runs reused."""
         if self.parent is None:
             return
         from mlflow.entities import RunTag
 
         children = self.tracker.search(f"tags.mlflow.parentRunId = '{self.parent}'")
-        finished, failed = job_outcomes(children)
-        counts = {"jobs_finished": finished, "jobs_failed": failed}
+        reused = self.tracker.reused_runs(os.environ[tracking.SWEEP_ID_ENV])
+        finished, failed = job_outcomes(children, reused)
+        counts = {"jobs_finished": finished, "jobs_failed": failed, "runs_reused": len(reused)}
         self.tracker.client.log_batch(
             self.parent, tags=[RunTag(key, str(count)) for key, count in counts.items()])
         if failed and reason is None:

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import yaml
 
-from irrepro import anchors, orphans, tracking
+from irrepro import anchors, orphans, schedule, tracking
 from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
-from irrepro.metrics import run_metrics
-from irrepro.schedule import converged
-from irrepro.training import ReplicaResult, check_trainable, parameter_count, train_replicas
+from irrepro.metrics import frequency_log_loss, run_metrics
+from irrepro.training import (
+    ReplicaResult,
+    check_trainable,
+    parameter_count,
+    total_steps,
+    train_replicas,
+)
 
 log = logging.getLogger(__name__)
 # The label values in class-index order: index i of a prediction row is classes[i]; for two
@@ -78,7 +83,8 @@ def run_job(
     summary = JobSummary(group)
     dataset = dataset or prepare_job(config)
     seeds = job_seeds(config)
-    done = set() if config.force else tracker.finished_seeds(group, dataset.digest)
+    job_id = job_id or uuid.uuid4().hex[:12]
+    done = {} if config.force else tracker.finished_runs(group, dataset.digest)
     summary.skipped = [seed for seed in seeds if seed in done]
     todo = [seed for seed in seeds if seed not in done]
     if summary.skipped:
@@ -86,6 +92,7 @@ def run_job(
             "skipping seeds %s of group %s: already FINISHED (force=true retrains)",
             _span(summary.skipped), group,
         )
+        record_reuse(tracker, [done[seed] for seed in summary.skipped], job_id)
     if not todo:
         return summary
     anchor = anchor_for(config, dataset, tracker) if config.mitigation.name == "anchor" else None
@@ -110,6 +117,14 @@ def run_job(
         group, len(summary.finished), len(summary.failed), len(summary.skipped),
     )
     return summary
+
+
+def record_reuse(tracker: tracking.Tracker, run_ids: list[str], job_id: str) -> None:
+    """In a sweep, tag the FINISHED runs that job `job_id` reuses with the sweep and the job
+    (see `tracking.REUSED_BY_TAG`), so that the sweep's parent counts them."""
+    sweep_id = os.environ.get(tracking.SWEEP_ID_ENV)
+    if sweep_id and os.environ.get(tracking.PARENT_RUN_ENV):
+        tracker.mark_reused(run_ids, sweep_id, job_id)
 
 
 class Terminated(Exception):
@@ -240,11 +255,21 @@ def finished_run(config: Config, result: ReplicaResult, dataset: Dataset, train_
     metrics["job_train_seconds"] = train_seconds  # the job's, shared by its replicas
     metrics["train_log_loss"] = result.train_loss
     metrics["loss_change_last_tenth"] = result.loss_change
-    metrics["converged"] = float(converged(result.loss_change))
+    converged, reason = convergence(config, result, dataset)
+    metrics["converged"] = float(converged)
     metrics["n_params"] = float(parameter_count(config, dataset) if n_params is None
                                 else n_params)
-    record = tracking.RunRecord(flatten(params), metrics, result.curve)
+    record = tracking.RunRecord(flatten(params), metrics, result.curve,
+                                {"convergence_reason": reason})
     return record, artifact_files(result, params, dataset.classes)
+
+
+def convergence(config: Config, result: ReplicaResult, dataset: Dataset) -> tuple[bool, str]:
+    """Whether a replica that trained converged, and why (see `schedule.convergence`)."""
+    updates = schedule.last_tenth_updates(total_steps(config, len(dataset.y_train)),
+                                          config.optimizer.schedule)
+    return schedule.convergence(result.loss_change, updates, result.train_loss,
+                                frequency_log_loss(dataset.y_train))
 
 
 def artifact_files(result: ReplicaResult, params: dict, classes: tuple) -> dict[str, bytes]:

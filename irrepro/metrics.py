@@ -57,6 +57,15 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(example_log_loss(p, y)))
 
 
+def frequency_log_loss(y: np.ndarray) -> float:
+    """Log loss on labels y (0/1 or class indices) of predicting every example's label by the
+    labels' frequencies in y: the entropy of those frequencies, the best a model that ignores
+    the features can do."""
+    counts = np.bincount(np.asarray(y).astype(np.int64))
+    frequencies = counts[counts > 0] / counts.sum()
+    return float(-(frequencies * np.log(frequencies)).sum())
+
+
 def example_correct(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Whether each example's predicted label matches y [N]: p >= 0.5 for binary labels, the
     top-1 class (ties to the lowest index) for C classes."""

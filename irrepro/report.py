@@ -73,20 +73,22 @@ def analyze(
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
                              by_step=by_step, per_example_basis=basis, effects=effects)
     if log_run:
-        _log_analysis_run(tracker, study, reports, figures_dir / study, len(groups), selection)
+        _log_analysis_run(tracker, study, reports, figures_dir / study, groups)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)
     return summary
 
 
-def _log_analysis_run(tracker, study, reports, figure_folder, n_groups, selection) -> None:
-    """Replace the study's previous analysis run with a new one holding the same files."""
+def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> None:
+    """Replace the study's previous analysis run with a new one holding the same files, and
+    the number of groups and of runs they analysed."""
     for old in tracker.search(f"tags.`{ANALYSIS_TAG}` = '{study}'"):
         tracker.client.delete_run(old.info.run_id)
     run_id = tracker.start_run(f"analysis-{study}", {ANALYSIS_TAG: study})
     from mlflow.entities import Metric
 
+    analysed = sum(len(group.run_ids) for group in groups)
     tracker.client.log_batch(run_id, metrics=[
-        Metric("groups", n_groups, 0, 0), Metric("runs", len(selection.runs), 0, 0),
+        Metric("groups", len(groups), 0, 0), Metric("runs", analysed, 0, 0),
     ])
     tracker.client.log_artifacts(run_id, str(reports), "reports")
     if figure_folder.exists():

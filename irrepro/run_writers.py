@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,7 @@ class RunRecord:
     params: dict[str, Any]
     metrics: dict[str, float]
     curve: list[tuple[int, float]]  # (step, training loss)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> int:
@@ -48,8 +49,8 @@ class ClientWriter:
         return started
 
     def finish_runs(self, records: dict[str, RunRecord]) -> None:
-        """Log each run's params, metrics and curve, then mark it FINISHED."""
-        from mlflow.entities import Metric, Param
+        """Log each run's params, metrics, curve and tags, then mark it FINISHED."""
+        from mlflow.entities import Metric, Param, RunTag
 
         for run_id, record in records.items():
             now = _now()
@@ -57,6 +58,7 @@ class ClientWriter:
                 self.client.log_batch, run_id,
                 metrics=[Metric(key, value, now, step) for key, value, step in _entries(record)],
                 params=[Param(key, str(value)) for key, value in record.params.items()],
+                tags=[RunTag(key, value) for key, value in record.tags.items()],
             )
             self.retry(self.client.set_terminated, run_id, status="FINISHED")
 
@@ -108,14 +110,21 @@ class SqlWriter:
         return started
 
     def finish_runs(self, records: dict[str, RunRecord]) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlTag,
+        )
 
-        rows = []
+        rows, tags = [], []
         for run_id, record in records.items():
             now = _now()
             entries = list(dict.fromkeys(_entries(record)))  # MLflow drops repeated entries
-            params, _ = _validated(record.params, {}, [(key, value, now, step)
-                                                       for key, value, step in entries])
+            params, checked = _validated(record.params, record.tags,
+                                         [(key, value, now, step) for key, value, step in entries])
+            tags += [SqlTag(run_uuid=run_id, key=key, value=value)
+                     for key, value in checked.items()]
             latest: dict[str, SqlMetric] = {}
             for key, value, step in entries:
                 is_nan, stored = self.store.sanitize_metric_value(value)
@@ -133,6 +142,8 @@ class SqlWriter:
         def finish(session):
             self._terminate(session, list(records), "FINISHED")
             session.add_all(rows)
+            for tag in tags:  # a tag set again replaces its value, as MLflow's set_tag does
+                session.merge(tag)
 
         self.retry(self._transaction, finish)
 

@@ -12,6 +12,12 @@ import numpy as np
 # step sizes): under a constant rate the last tenth of the steps, under a decaying one a
 # longer stretch, since steps at a vanishing rate barely move the model whatever its loss.
 CONVERGENCE_TOLERANCE = 0.01
+# Over a handful of updates any loss moves little, learning or not (16 updates leave 2 in the
+# last tenth, which a model still near chance passed), so a last tenth of fewer updates than
+# this is not converged, whatever its change. 20 batches average over the noise of single
+# ones and mean at least 200 updates in all under a constant rate; the default run has 63 in
+# its last tenth, every study more than 500.
+MIN_LAST_TENTH_UPDATES = 20
 
 
 def total_steps(n_train: int, batch_size: int, passes: int) -> int:
@@ -62,11 +68,30 @@ def convergence_step(total_steps: int, schedule: str) -> int:
     return int(np.searchsorted(rates, 0.9 * rates[-1], side="right"))
 
 
+def last_tenth_updates(total_steps: int, schedule: str) -> int:
+    """Updates in the last tenth of training in learning-rate time (see `convergence_step`)."""
+    return total_steps - convergence_step(total_steps, schedule)
+
+
 def loss_change(before: float, after: float) -> float:
     """Relative fall of the training-set loss over the last tenth of training."""
     return (before - after) / before
 
 
-def converged(change: float) -> bool:
-    """Whether a run's loss change (see `loss_change`) meets the convergence rule."""
-    return abs(change) < CONVERGENCE_TOLERANCE
+def convergence(change: float, updates: int, train_loss: float, frequency_loss: float
+                ) -> tuple[bool, str]:
+    """Whether a run converged, and why: not when its last tenth held fewer than
+    MIN_LAST_TENTH_UPDATES `updates`, nor when its final training loss is no lower than
+    `frequency_loss` (predicting the training labels' frequencies); else when its loss
+    `change` (see `loss_change`) over the last tenth is under CONVERGENCE_TOLERANCE."""
+    failures = []
+    if updates < MIN_LAST_TENTH_UPDATES:
+        failures.append(f"too few updates in the last tenth: {updates} < {MIN_LAST_TENTH_UPDATES}")
+    if not train_loss < frequency_loss:
+        failures.append(f"no better than the label frequencies: {train_loss:.3f} >= "
+                        f"{frequency_loss:.3f}")
+    if failures:
+        return False, "; ".join(failures)
+    if abs(change) < CONVERGENCE_TOLERANCE:
+        return True, f"loss settled: change {abs(change):.2%} < {CONVERGENCE_TOLERANCE:.0%}"
+    return False, f"loss still changing: change {abs(change):.2%} >= {CONVERGENCE_TOLERANCE:.0%}"

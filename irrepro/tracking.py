@@ -24,6 +24,10 @@ from irrepro.run_writers import RunRecord, writer_for
 
 PARENT_RUN_ENV = "IRREPRO_PARENT_RUN_ID"
 SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
+# A FINISHED run that a sweep's job reused instead of training it again carries this tag, the
+# sweep's id appended, whose value is the job's id (a run keeps the parent it was trained
+# under: MLflow gives a run one).
+REUSED_BY_TAG = "irrepro.reused_by."
 PREDICTIONS = "predictions.npy"
 # Disk room a job leaves free for the store to end its runs: a fixed part and one per run.
 ROOM_FOR_STORE = 256 * 1024
@@ -179,13 +183,27 @@ class Tracker:
                 dst_path=staging)
             return Path(path).read_bytes()
 
-    def finished_seeds(self, group: str, data_hash: str) -> set[int]:
-        """Seeds of the group that already have a FINISHED run on the same data."""
+    def finished_runs(self, group: str, data_hash: str) -> dict[int, str]:
+        """Seeds of the group that already have a FINISHED run on the same data, each with the
+        id of its latest such run."""
         runs = self.search(
             f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
             "and attributes.status = 'FINISHED'"
         )
-        return {int(run.data.tags["seed"]) for run in runs}
+        latest = {}
+        for run in sorted(runs, key=lambda run: run.info.end_time or 0):
+            latest[int(run.data.tags["seed"])] = run.info.run_id
+        return latest
+
+    def mark_reused(self, run_ids: list[str], sweep_id: str, job_id: str) -> None:
+        """Tag runs that job `job_id` of sweep `sweep_id` reused instead of training them."""
+        for run_id in run_ids:
+            _retrying(self.client.set_tag, run_id, REUSED_BY_TAG + sweep_id, job_id)
+
+    def reused_runs(self, sweep_id: str) -> list[tuple[str, Any]]:
+        """(job id, run) for each run that a job of sweep `sweep_id` reused."""
+        key = REUSED_BY_TAG + sweep_id
+        return [(run.data.tags[key], run) for run in self.search(f"tags.`{key}` LIKE '%'")]
 
     def start_runs(self, runs: list[tuple[str, dict[str, str]]]) -> list[str]:
         """New RUNNING runs from (name, tags), tagged with this process so a dead one can be

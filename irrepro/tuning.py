@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from irrepro import analysis, figures
-from irrepro.config import Config, group_key
+from irrepro.config import Config, group_key, unused_keys
 from irrepro.job import job_seeds
 from irrepro.names import folder_name
 from irrepro.tracking import Tracker
@@ -33,11 +34,20 @@ def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
     return row.get("excess_log_loss_mean", row["log_loss_mean"]), row["pd"]
 
 
-def trials_frame(storage: str, study_name: str, pd_intervals: dict[int, tuple[float, float]]
-                 | None = None) -> pd.DataFrame:
+class TrialGroup(NamedTuple):
+    """What the analysis knows of a trial: the summary row of the group its runs form, and
+    the config keys its options ignore (`config.unused_keys`)."""
+
+    row: pd.Series
+    ignored: tuple[str, ...]
+
+
+def trials_frame(storage: str, study_name: str, groups: dict[int, TrialGroup] | None = None
+                 ) -> pd.DataFrame:
     """Every complete trial of an Optuna study: number, objectives, the PD objective's 95%
-    interval over seeds and test examples (from `pd_intervals` by trial number, NaN where
-    unknown), params, on the front."""
+    interval over seeds and test examples (from `groups`, by trial number, see
+    `trial_groups`; NaN where unknown), params (blank where the trial's options ignore them:
+    SmeLU's beta under ReLU, say), on the front."""
     import optuna
 
     try:
@@ -45,36 +55,48 @@ def trials_frame(storage: str, study_name: str, pd_intervals: dict[int, tuple[fl
     except KeyError as error:
         raise analysis.AnalysisError(f"no optuna study {study_name!r} in {storage}") from error
     front = {trial.number for trial in study.best_trials}
-    rows = [
-        {"trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),
-         **dict(zip(("pd_low", "pd_high"),
-                    (pd_intervals or {}).get(trial.number, (np.nan, np.nan)), strict=True)),
-         "pareto": trial.number in front, **trial.params}
-        for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE
-    ]
+    rows = []
+    for trial in study.trials:
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        group = (groups or {}).get(trial.number)
+        rows.append({
+            "trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),
+            "pd_low": np.nan if group is None else group.row["pd_low"],
+            "pd_high": np.nan if group is None else group.row["pd_high"],
+            "pareto": trial.number in front,
+            **{name: np.nan if group is not None and _ignored(name, group.ignored) else value
+               for name, value in trial.params.items()},
+        })
     if not rows:
         raise analysis.AnalysisError(f"optuna study {study_name!r} has no complete trial")
     return pd.DataFrame(rows).sort_values("excess_log_loss", kind="stable")
 
 
-def trial_pd_intervals(tracker: Tracker, summary: pd.DataFrame
-                       ) -> dict[int, tuple[float, float]]:
-    """Each Optuna trial's PD interval, from the summary row of the group its runs form."""
-    by_group = summary.set_index("group_key")[["pd_low", "pd_high"]]
-    intervals = {}
+def _ignored(param: str, ignored: tuple[str, ...]) -> bool:
+    """Whether a trial's param sets a config key among `ignored` (or inside one of them)."""
+    key = param.lstrip("+~")
+    return any(key == name or key.startswith(f"{name}.") for name in ignored)
+
+
+def trial_groups(tracker: Tracker, summary: pd.DataFrame) -> dict[int, TrialGroup]:
+    """Each Optuna trial's group (see `TrialGroup`), from the runs of the trial."""
+    by_group = summary.set_index("group_key")
+    groups = {}
     for run in tracker.search("tags.`optuna.trial` LIKE '%'"):
-        key = run.data.tags.get("group_key")
-        if key in by_group.index:
-            intervals[int(run.data.tags["optuna.trial"])] = tuple(by_group.loc[key])
-    return intervals
+        key, trial = run.data.tags.get("group_key"), int(run.data.tags["optuna.trial"])
+        if key in by_group.index and trial not in groups:
+            groups[trial] = TrialGroup(by_group.loc[key], unused_keys(analysis.config_of(run)))
+    return groups
 
 
 def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path,
-                  pd_intervals: dict[int, tuple[float, float]] | None = None) -> Path:
-    """Write all trials (with their PD intervals, see `trials_frame`) and the Pareto front as
-    tables, and the front as a figure, into folders named after the study (checked first)."""
+                  groups: dict[int, TrialGroup] | None = None) -> Path:
+    """Write all trials (with their PD intervals from `groups`, see `trials_frame`) and the
+    Pareto front as tables, and the front as a figure, into folders named after the study
+    (checked first)."""
     folder_name(study_name, "--optuna-study")
-    frame = trials_frame(storage, study_name, pd_intervals)
+    frame = trials_frame(storage, study_name, groups)
     reports = reports_dir / study_name
     reports.mkdir(parents=True, exist_ok=True)
     frame.to_csv(reports / "trials.csv", index=False)

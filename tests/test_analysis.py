@@ -10,7 +10,7 @@ from irrepro import analysis, metrics
 from irrepro.config import group_key
 from irrepro.data import make_dataset
 from irrepro.job import run_job
-from irrepro.report import analyze
+from irrepro.report import ANALYSIS_TAG, analyze
 from irrepro.tracking import Tracker
 from tests.cli import store_uri
 from tests.conftest import make_config
@@ -133,6 +133,9 @@ def test_a_seed_retrained_with_force_counts_once(tmp_path):
     (group,) = analysis.build_groups(tracker, selection)
     assert len(group.run_ids) == 2 and selection.skipped == {"older run of the same seed": 2}
     assert analysis.summarize(group)["pd"] > 0  # duplicates would add zero-distance pairs
+    analyze(tracker, "force", tmp_path / "reports", tmp_path / "figures")
+    (run,) = tracker.search(f"tags.`{ANALYSIS_TAG}` = 'force'")
+    assert run.data.metrics == {"groups": 1, "runs": 2}  # what it analysed, not the 4 selected
 
 
 def test_an_analysis_with_no_group_left_says_why(tmp_path):

@@ -164,6 +164,24 @@ def test_small_multiples_color_each_series_alike_and_legend_all(tmp_path, saved,
     assert sorted(legend) == sorted(colors)
 
 
+@pytest.mark.parametrize("half_width", [0.01, np.nan, 0.9])
+def test_the_ensemble_accuracy_axis_holds_the_intervals_and_spans_two_points(
+        tmp_path, saved, half_width):
+    frame = ensembles_of(grid_summary())
+    frame["accuracy"] = 0.8425 + 0.0018 * np.linspace(0, 1, len(frame))  # noise, not signal
+    frame["accuracy_low"] = frame["accuracy"] - half_width
+    frame["accuracy_high"] = frame["accuracy"] + half_width
+    figures.ensemble_pd(frame, tmp_path / "ensembles.png")
+    accuracy_axes = saved[0].axes[1]
+    low, high = accuracy_axes.get_ylim()
+    assert high - low >= figures.MIN_ACCURACY_SPAN
+    if half_width == 0.01:
+        assert low < 0.8325 and high > 0.8543
+    if half_width == 0.9:  # intervals past 0 and 1 are cut there
+        assert -0.06 < low < 0 and 1 < high < 1.06
+    assert "95% intervals" in accuracy_axes.get_ylabel()
+
+
 def test_label_shows_values_with_short_keys():
     row = pd.Series({**CONFIG, "randomness.name": "init", "randomness.window": 64, "pd": 0.1})
     keys = ["activation.name", "randomness.name", "randomness.window", "optimizer.lr"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from irrepro import job
+from irrepro import job, tracking
 from irrepro.job import run_job
 from irrepro.tracking import Tracker, TrackingError
 from tests.cli import store_uri
@@ -78,3 +78,19 @@ def test_an_ignored_ctrl_c_stays_ignored_while_training(tmp_path, request):
     request.addfinalizer(lambda: setattr(job, "train_replicas", saved))
     summary = run_job(make_config(replicas=2), Tracker(store_uri(tmp_path), "ignored"))
     assert seen == [signal.SIG_IGN] and sorted(summary.finished) == [0, 1]
+
+
+def test_a_sweep_records_the_finished_runs_it_reuses(tmp_path, monkeypatch):
+    tracker = Tracker(store_uri(tmp_path), "reuse")
+    first = run_job(make_config(replicas=2), tracker)  # outside a sweep: nothing to record
+    assert run_job(make_config(replicas=2), tracker).skipped == [0, 1]
+    assert not any(key.startswith(tracking.REUSED_BY_TAG)
+                   for run in tracker.search("") for key in run.data.tags)
+    monkeypatch.setenv(tracking.SWEEP_ID_ENV, "sweep2")
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, tracker.start_run("sweep-sweep2", {}))
+    summary = run_job(make_config(replicas=3), tracker, job_id="sweep2-0")
+    assert summary.skipped == [0, 1] and list(summary.finished) == [2]
+    reused = tracker.reused_runs("sweep2")
+    assert sorted(run.info.run_id for _, run in reused) == sorted(first.finished.values())
+    assert {job_id for job_id, _ in reused} == {"sweep2-0"}
+    assert tracker.reused_runs("another-sweep") == []

@@ -82,6 +82,23 @@ def test_pd_relative_zero_pair_and_one_sided_zero():
     assert metrics.pd_relative(P) == pytest.approx((0.0 + 2.0) / 2)
 
 
+def test_pd_relative_weighs_a_difference_by_the_pair_mean_probability():
+    P = np.array([[0.1, 0.8], [0.2, 0.9]])  # the same difference, low and high probability
+    assert metrics.pd_relative(P) == pytest.approx((0.1 / 0.15 + 0.1 / 0.85) / 2)
+    # C classes: between 0 and C, reached when no class has probability in both runs
+    assert metrics.pd_relative(np.array([[[1.0, 0.0, 0.0]], [[0.0, 0.5, 0.5]]])) == 3.0
+
+
+def test_the_label_frequencies_log_loss_is_that_of_predicting_them():
+    y = np.array([0, 1, 1, 1], dtype=np.float32)
+    assert metrics.frequency_log_loss(y) == pytest.approx(metrics.log_loss(np.full(4, 0.75), y))
+    classes = np.array([0, 2, 2, 1, 2, 0])
+    predicted = np.tile(np.bincount(classes) / classes.size, (classes.size, 1))
+    assert metrics.frequency_log_loss(classes) == pytest.approx(metrics.log_loss(predicted,
+                                                                                 classes))
+    assert metrics.frequency_log_loss(np.ones(5)) == 0.0
+
+
 def test_churn_matches_naive(P):
     labels = P >= 0.5
     expected = np.mean([labels[i] != labels[j] for i, j in _pairs(7)])

@@ -77,6 +77,19 @@ def test_a_second_sweep_skips_finished_runs(sweep):
     assert log.count("skipping seeds 0..1") == 2 and "finished, 0 failed" not in log
 
 
+def test_the_second_sweep_records_and_counts_the_runs_it_reused(sweep):
+    cwd, _, _ = sweep
+    first, parent = sorted((r for r in runs(cwd) if "overrides" in r.data.tags),
+                           key=lambda r: r.info.start_time)
+    assert (first.data.tags["jobs_finished"], first.data.tags["runs_reused"]) == ("2", "0")
+    sweep_id = parent.data.tags["sweep_id"]
+    assert parent.info.status == "FINISHED"
+    assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"],
+            parent.data.tags["runs_reused"]) == ("2", "0", "4")
+    jobs = [run.data.tags[f"irrepro.reused_by.{sweep_id}"] for run in children(cwd)]
+    assert len(set(jobs)) == 2 and all(job.startswith(f"{sweep_id}-") for job in jobs)
+
+
 def test_progress_bar_is_quiet_without_a_tty(sweep):
     _, first, _ = sweep
     assert "step/s" not in first.stderr and "step/s" not in first.stdout
@@ -147,6 +160,10 @@ def test_a_job_whose_requeued_attempt_finished_every_seed_counts_as_finished():
         run("s-2", 4, "KILLED"),
     ]
     assert job_outcomes(children) == (1, 2)
+    # Runs an earlier sweep trained, reused by jobs of this one: s-2 reused seed 5, s-3 all.
+    reused = [("s-2", run("old", 5, "FINISHED")), ("s-3", run("old", 6, "FINISHED"))]
+    assert job_outcomes(children, reused) == (2, 2)
+    assert job_outcomes(children[:4], reused) == (3, 0)
 
 
 def test_an_interrupted_run_ends_killed_and_is_redone(tmp_path):

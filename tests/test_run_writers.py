@@ -76,6 +76,8 @@ def assert_a_job_logs_alike(sql, client):
         ["checkpoints.npz", "classes.json", "config.yaml", "predictions.npy"])
     assert run["tags"]["mlflow.runName"] == run["name"] and run["params"]["seed"] == "1"
     assert len(run["history"]["train_loss"]) > 2
+    assert run["tags"]["convergence_reason"] == "too few updates in the last tenth: 4 < 20"
+    assert run["metrics"]["converged"] == 0.0
     # MLflow's own queries see the same runs.
     query = "metrics.accuracy > 0.5 and params.`model.name` = 'two_units'"
     assert sorted(by_seed(sql, query)) == sorted(by_seed(client, query)) == ["0", "1", "2"]
@@ -96,6 +98,18 @@ def test_awkward_metrics_are_stored_as_mlflow_stores_them(trackers):
     assert seen[0]["metrics"]["inf"] == 1.7976931348623157e308
     assert seen[0]["metrics"]["train_loss"] == "nan"  # the latest step wins, NaN or not
     assert seen[0]["history"]["train_loss"] == [(0, 1.0), (5, 0.25), (5, 0.5), (9, "nan")]
+
+
+def test_a_record_s_tags_are_set_as_mlflow_sets_them(trackers):
+    seen = []
+    for tracker in trackers:
+        run_id = tracker.start_run("tagged", {"seed": "0", "note": "started"})
+        record = RunRecord({}, {}, [], tags={"note": "finished", "reason": "r" * 9000})
+        tracker.finish_runs({run_id: record}, {run_id: {}})
+        seen.append(described(tracker, tracker.client.get_run(run_id)))
+    assert seen[0] == seen[1]
+    assert seen[0]["tags"]["note"] == "finished" and seen[0]["tags"]["seed"] == "0"
+    assert seen[0]["tags"]["reason"] == "r" * 8000
 
 
 def test_failures_end_the_same_way_through_either_writer(trackers):

@@ -5,11 +5,14 @@ import math
 import numpy as np
 import pytest
 
+from irrepro import job, metrics
+from irrepro.config import to_config
 from irrepro.data import make_dataset
 from irrepro.schedule import (
     checkpoint_steps,
-    converged,
+    convergence,
     convergence_step,
+    last_tenth_updates,
     loss_change,
     lr_factor,
 )
@@ -67,8 +70,20 @@ def test_the_optimizer_follows_its_schedule(tiny):
 
 def test_the_convergence_rule():
     assert loss_change(0.5, 0.495) == pytest.approx(0.01)
-    assert converged(0.009) and converged(-0.009)
-    assert not converged(0.011) and not converged(math.nan)
+    assert convergence(0.009, 20, 0.3, 0.69) == (True, "loss settled: change 0.90% < 1%")
+    assert convergence(-0.009, 500, 0.3, 0.69)[0]
+    assert convergence(0.021, 20, 0.3, 0.69) == (False, "loss still changing: change 2.10% >= 1%")
+    assert not convergence(math.nan, 20, 0.3, 0.69)[0]
+
+
+def test_too_few_updates_or_a_loss_no_better_than_the_label_frequencies_never_converge():
+    assert convergence(0.003, 19, 0.3, 0.69) == (
+        False, "too few updates in the last tenth: 19 < 20")
+    assert convergence(0.003, 63, 0.6931, 0.6931) == (
+        False, "no better than the label frequencies: 0.693 >= 0.693")
+    assert convergence(0.003, 2, 0.676, 0.660) == (
+        False, "too few updates in the last tenth: 2 < 20; "
+               "no better than the label frequencies: 0.676 >= 0.660")
 
 
 def train(config, seeds):
@@ -108,10 +123,41 @@ def test_with_a_random_initialization_step_0_predictions_differ(tiny, mode):
 
 
 def test_each_run_measures_its_loss_change_over_the_last_tenth(tiny):
-    short, long = (train(tiny(**{"train.passes": passes, "optimizer.lr": 0.5}), [0])[0]
-                   for passes in (1, 40))
+    configs = [tiny(**{"train.passes": passes, "optimizer.lr": 0.5}) for passes in (1, 40)]
+    short, long = (train(config, [0])[0] for config in configs)
     assert short.loss_change > long.loss_change >= -0.01
-    assert converged(long.loss_change) and not converged(short.loss_change)
+    dataset = make_dataset(configs[0].data)
+    assert job.convergence(configs[1], long, dataset) == (
+        True, f"loss settled: change {abs(long.loss_change):.2%} < 1%")
+
+
+def test_a_run_of_16_steps_has_not_converged_however_little_its_loss_changed(tiny):
+    config = tiny(**{"train.passes": 1})
+    (result,) = train(config, [0])
+    # 2 updates in the last tenth barely move the loss, still near the label frequencies'
+    assert total_steps(config) == 16 and abs(result.loss_change) < 0.01
+    assert job.convergence(config, result, make_dataset(config.data)) == (
+        False, "too few updates in the last tenth: 2 < 20")
+
+
+def test_a_run_no_better_than_the_label_frequencies_has_not_converged(tiny):
+    # Labels mostly 1, and a rate too small to move the loss off the initialization's.
+    config = tiny(**{"train.passes": 20, "optimizer.lr": 1e-6, "data.bias": 3.0})
+    (result,) = train(config, [0])
+    dataset = make_dataset(config.data)
+    frequencies = metrics.frequency_log_loss(dataset.y_train)
+    assert result.train_loss >= frequencies and abs(result.loss_change) < 0.01
+    assert job.convergence(config, result, dataset) == (
+        False, f"no better than the label frequencies: {result.train_loss:.3f} >= "
+               f"{frequencies:.3f}")
+
+
+def test_the_default_run_still_converges():
+    config = to_config({"train": {"progress": False}})
+    (result,) = train(config, [0])
+    assert last_tenth_updates(total_steps(config), "constant") == 63
+    assert job.convergence(config, result, make_dataset(config.data)) == (
+        True, f"loss settled: change {abs(result.loss_change):.2%} < 1%")
 
 
 def test_the_last_tenth_is_measured_in_learning_rate_time():

@@ -130,7 +130,9 @@ def test_the_next_sweep_trains_only_what_is_missing(sweeps):
     job_logs = "".join(p.read_text() for p in (sweeps["cwd"] / "multirun").rglob("*_log.*"))
     assert job_logs.count("already FINISHED") == 1  # the short job, in the second sweep
     assert parent.info.status == "FINISHED"
-    assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"]) == ("1", "0")
+    # the short job reused its run: counted, as the run is
+    assert (parent.data.tags["jobs_finished"], parent.data.tags["jobs_failed"],
+            parent.data.tags["runs_reused"]) == ("2", "0", "1")
     assert [r.info.run_id for r in children(sweeps["cwd"], parent.info.run_id)] == [
         retrained.info.run_id]
 

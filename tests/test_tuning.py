@@ -1,12 +1,16 @@
 """Reproducibility-aware tuning through the Optuna sweeper, end to end on tiny data."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-from irrepro import metrics
+from irrepro import metrics, tuning
+from irrepro.config import flatten, group_key, run_params
 from tests.cli import client, run_script, runs, train
+from tests.conftest import make_config
 
 TUNE = ["-m", "+experiment=tune", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
         "replicas=3", "hydra.sweeper.sampler.population_size=2"]
@@ -76,3 +80,33 @@ def test_a_bad_search_space_fails_before_the_first_trial(tmp_path, override, wor
     assert result.returncode != 0
     assert all(word in result.stderr for word in words), result.stderr[-2000:]
     assert not [r for r in runs(tmp_path, "tune") if "group_key" in r.data.tags]  # no trial ran
+
+
+def test_the_front_leaves_blank_the_params_a_trial_s_options_ignore(tmp_path):
+    """Two trials, ReLU and SmeLU, both searched over SmeLU's beta: ReLU's beta is blank."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="tune", storage=storage,
+                                directions=["minimize", "minimize"])
+    space = {"activation": optuna.distributions.CategoricalDistribution(["relu", "smelu"]),
+             "activation.beta": optuna.distributions.FloatDistribution(0.1, 4.0, log=True)}
+    logged, rows = [], []
+    for trial, (activation, objectives) in enumerate((("relu", [0.1, 0.02]),
+                                                      ("smelu", [0.2, 0.01]))):
+        study.add_trial(optuna.trial.create_trial(
+            params={"activation": activation, "activation.beta": 0.5}, distributions=space,
+            values=objectives))
+        config = make_config(**{"activation.name": activation, "activation.beta": 0.5})
+        params = {key: str(value) for key, value in flatten(run_params(config)).items()}
+        tags = {"group_key": group_key(config), "optuna.trial": str(trial)}
+        logged.append(SimpleNamespace(data=SimpleNamespace(tags=tags, params=params)))
+        rows.append({"group_key": group_key(config), "activation.name": activation,
+                     "pd_low": 0.01 * (trial + 1), "pd_high": 0.03 * (trial + 1)})
+    tracker = SimpleNamespace(search=lambda filter_string: logged)  # the runs, as MLflow's
+    groups = tuning.trial_groups(tracker, pd.DataFrame(rows))
+    tuning.pareto_report(storage, "tune", tmp_path / "reports", tmp_path / "figures", groups)
+    front = pd.read_csv(tmp_path / "reports" / "tune" / "pareto.csv").set_index("activation")
+    assert np.isnan(front.loc["relu", "activation.beta"])
+    assert front.loc["smelu", "activation.beta"] == 0.5
+    assert tuple(front.loc["smelu", ["pd_low", "pd_high"]]) == (0.02, 0.06)
+    table = (tmp_path / "reports" / "tune" / "pareto.md").read_text()
+    assert "| relu |  |" in table and "| smelu | 0.5 |" in table
