@@ -213,7 +213,10 @@ class Tracker:
             started = self.writer.start_runs(self.experiment_id,
                                              [(name, {**tags, **mark}) for name, tags in runs])
         except Exception as error:
-            raise _write_error(error, self.uri) from error
+            failure = _store_failure(error, self.uri)
+            if failure is None:
+                raise
+            raise failure from error
         self._artifact_uris.update(started)
         return [run_id for run_id, _ in started]
 
@@ -238,7 +241,10 @@ class Tracker:
             # A run that did not finish leaves no files (their space may be what ends the runs)
             for run_id in records:
                 self._remove_artifacts(run_id)
-            raise _write_error(error, self.uri) from error
+            failure = _store_failure(error, self.uri)
+            if failure is None:
+                raise
+            raise failure from error
 
     def _check_room(self, files: dict[str, dict[str, bytes]]) -> None:
         """Refuse to write runs' files (an ENOSPC OSError) where they would leave a disk less
@@ -297,7 +303,10 @@ class Tracker:
         try:
             self.writer.end_runs(reasons, status)
         except Exception as error:
-            raise _write_error(error, self.uri) from error
+            failure = _store_failure(error, self.uri)
+            if failure is None:
+                raise
+            raise failure from error
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate one run (see `end_runs`)."""
@@ -317,13 +326,22 @@ class Tracker:
         return len(stale)
 
 
-def _write_error(error: Exception, uri: str) -> TrackingError:
-    """A failed write as one line: `<why> writing <file>` for a file, else the store's."""
+def _store_failure(error: Exception, uri: str) -> TrackingError | None:
+    """A write that failed for want of the store (a disk, the database) as one line: `<why>
+    writing <file>`, or `<why> writing the tracking store <uri>`; None for other errors (a
+    bad value), which propagate as they are."""
     if isinstance(error, TrackingError):
         return error
     if isinstance(error, OSError) and error.filename:
-        why = (error.strerror or str(error)).lower()
-        return TrackingError(f"{why} writing {error.filename}")
+        return TrackingError(f"{(error.strerror or str(error)).lower()} writing {error.filename}")
+    from sqlalchemy.exc import OperationalError
+
+    causes, cause = [], error
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__
+    if not any(isinstance(cause, OSError | OperationalError) for cause in causes):
+        return None
     lines = str(error).strip().splitlines()
     why = lines[0] if lines else type(error).__name__
     why = why.split(") ", 1)[-1] if why.startswith("(") else why  # "(sqlite3.…Error) …"
