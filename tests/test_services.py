@@ -100,7 +100,8 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path):
 
 
 def test_analysis_of_a_missing_or_empty_experiment_is_one_line(tmp_path):
-    train(["seed=0", "force=true", "optimizer.lr=1e12"], tmp_path)  # only a FAILED run
+    failed = train(["seed=0", "force=true", "optimizer.lr=1e12"], tmp_path, check=False)
+    assert failed.returncode == 1  # only a FAILED run
     store = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     missing = run_script("analyze.py", [*store, "--experiment", "nope"], tmp_path, check=False)
     assert "no experiment named 'nope'" in one_line_error(missing)
