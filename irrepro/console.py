@@ -1,13 +1,17 @@
-"""What train.py prints when it ends: a line per group (its results, or what failed) and where
-the runs are."""
+"""What train.py and analyze.py print when they end: a line per group (its results, or what
+failed) and where the runs and files are."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -136,3 +140,35 @@ def where_line(experiment: str, uri: str, url: str | None = None, run_id: str | 
     else:
         head = f"run {run_id} in" if run_id else "runs in"
     return f"{head} experiment {experiment} at {uri}" + (f": {url}" if url else "")
+
+
+def analysis_lines(summary: pd.DataFrame, varying: list[str], written: list[Path],
+                   url: str | None = None) -> list[str]:
+    """A line per group of an analysis' summary (the config values that vary, PD with its
+    interval, churn, convergence, runs), a line per folder it wrote into with the files, and
+    the analysis run's `url` when there is one."""
+    from irrepro.analysis import with_interval
+
+    lines = []
+    for row in summary.to_dict("records"):
+        values = ", ".join(f"{key}={_value(row[key])}" for key in varying)
+        head = f"{values}, group {row['group_key']}" if values else f"group {row['group_key']}"
+        if np.isnan(row["pd"]):
+            measured = "PD n/a"
+        else:
+            pd_text = with_interval(row["pd"], row["pd_low"], row["pd_high"], " [n/a: < 3 seeds]")
+            measured = f"PD {pd_text}, churn {row['churn']:.3g}"
+        converged = {True: "yes", False: "no"}.get(row["converged"], "?")
+        runs = f"{row['n_runs']} run" + "s" * (row["n_runs"] != 1)
+        lines.append(f"{head}: {measured}, converged {converged}, {runs}")
+    folders: dict[Path, list[str]] = {}
+    for path in written:
+        folders.setdefault(path.parent, []).append(path.name)
+    lines += [f"{folder}/: {' '.join(names)}" for folder, names in folders.items()]
+    if url:
+        lines.append(f"analysis run: {url}")
+    return lines
+
+
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

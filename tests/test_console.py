@@ -1,10 +1,13 @@
-"""What train.py prints when it ends, and the exit status of failed runs."""
+"""What train.py and analyze.py print when they end, and the exit status of failed runs."""
 
 import json
 import math
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -91,6 +94,31 @@ def test_labels_are_the_overrides_that_differ_between_groups():
                       "b": "activation=smelu optimizer.lr=0.1",
                       "c": "activation=relu optimizer.lr=1"}
     assert console.varying_overrides({"a": ["data.dim=8"]}) == {"a": ""}
+
+
+def test_analysis_lines_give_pd_with_its_interval_and_the_files_by_folder():
+    summary = pd.DataFrame([
+        {"group_key": "k1", "activation.name": "relu", "activation.beta": 1.0, "pd": 0.1234,
+         "pd_low": 0.1, "pd_high": 0.15, "churn": 0.05, "converged": True, "n_runs": 10},
+        {"group_key": "k2", "activation.name": "smelu", "activation.beta": 0.5, "pd": 0.01,
+         "pd_low": np.nan, "pd_high": np.nan, "churn": 0.002, "converged": np.nan, "n_runs": 2},
+        {"group_key": "k3", "activation.name": "gelu", "activation.beta": 1.0, "pd": np.nan,
+         "pd_low": np.nan, "pd_high": np.nan, "churn": np.nan, "converged": False, "n_runs": 1},
+    ])
+    written = [Path("reports/s/summary.csv"), Path("reports/s/summary.md"),
+               Path("figures/s/tradeoff.png")]
+    assert console.analysis_lines(summary, ["activation.name", "activation.beta"], written,
+                                  "http://h/#/experiments/1/runs/r") == [
+        "activation.name=relu, activation.beta=1, group k1: PD 0.123 [0.1, 0.15], churn 0.05, "
+        "converged yes, 10 runs",
+        "activation.name=smelu, activation.beta=0.5, group k2: PD 0.01 [n/a: < 3 seeds], "
+        "churn 0.002, converged ?, 2 runs",
+        "activation.name=gelu, activation.beta=1, group k3: PD n/a, converged no, 1 run",
+        "reports/s/: summary.csv summary.md",
+        "figures/s/: tradeoff.png",
+        "analysis run: http://h/#/experiments/1/runs/r",
+    ]
+    assert console.analysis_lines(summary[:1], [], [])[0].startswith("group k1: PD 0.123")
 
 
 def test_a_job_of_a_sweep_records_itself_on_the_parent_unless_too_long(caplog):
