@@ -48,6 +48,7 @@ def main(argv=None) -> int:
         from mlflow.exceptions import MlflowException
 
         from irrepro.analysis import AnalysisError
+        from irrepro.console import analysis_lines
         from irrepro.data import DataError
         from irrepro.report import analyze
         from irrepro.tracking import Tracker, TrackingError, resolve_uri
@@ -59,8 +60,8 @@ def main(argv=None) -> int:
     try:
         uri = resolve_uri(args.tracking_uri, os.getcwd())
         tracker = Tracker(uri, args.experiment, create=False)
-        summary = analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
-                          args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
+        result = analyze(tracker, args.experiment, args.reports, args.figures, args.sweep_id,
+                         args.parent_run_id, args.filter, log_run=not args.no_mlflow_run)
         if args.compare:
             from irrepro.comparisons import describe
 
@@ -68,8 +69,11 @@ def main(argv=None) -> int:
         if args.optuna_study:
             from irrepro.tuning import pareto_report, trial_groups
 
-            pareto_report(args.optuna_storage, args.optuna_study, args.reports, args.figures,
-                          trial_groups(tracker, summary))
+            result.written += pareto_report(args.optuna_storage, args.optuna_study,
+                                            args.reports, args.figures,
+                                            trial_groups(tracker, result.summary))
+        url = tracker.run_url(result.run_id) if result.run_id else None
+        print("\n".join(analysis_lines(result.summary, result.varying, result.written, url)))
     except (AnalysisError, TrackingError, MlflowException, DataError, ValueError) as error:
         print(f"analyze.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1

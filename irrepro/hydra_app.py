@@ -1,9 +1,11 @@
 """Hydra glue: the task function of train.py, and the callback that gives a multirun its
-MLflow parent run (its jobs become the children)."""
+MLflow parent run (its jobs become the children). Both end by printing what was trained; a
+command whose runs failed exits with status 1."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -16,13 +18,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from irrepro import gc_policy, orphans, tracking
+from irrepro import console, gc_policy, orphans, tracking
 from irrepro.config import Config, ConfigError, to_config
 from irrepro.data import DataError
-from irrepro.job import JobSummary, prepare_job, run_job
+from irrepro.job import JobSummary, job_seeds, prepare_job, run_job
 from irrepro.modules import ModuleError
 
 log = logging.getLogger(__name__)
+FAILED_STATUS = 1  # the exit status of a command whose runs failed
+# Each job of a sweep tags the parent run JOB_TAG + its number with what it was (see record_job)
+JOB_TAG = "irrepro.job."
+TAG_LIMIT = 8000  # the longest tag value MLflow stores
 
 
 def tracker_for(config: Config | DictConfig, cwd: str) -> tracking.Tracker:
@@ -58,12 +64,71 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     except tracking.TrackingError as error:
         # The store takes no more writes (a full disk, a server gone): the sweep stops here.
         print(f"train.py: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(FAILED_STATUS) from None
+    if hydra_config.mode != RunMode.MULTIRUN:
+        if report_job(typed, tracker, summary, dataset.digest):
+            raise SystemExit(FAILED_STATUS)
+    elif os.environ.get(tracking.PARENT_RUN_ENV):
+        record_job(tracker, os.environ[tracking.PARENT_RUN_ENV], hydra_config, summary,
+                   dataset.digest)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
 
         return trial_objectives(typed, tracker)
     return summary
+
+
+def finished_runs(tracker: tracking.Tracker, group: str, data_hash: str) -> list:
+    """The FINISHED runs of a group on the same data."""
+    return tracker.search(f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
+                          "and attributes.status = 'FINISHED'")
+
+
+def report_job(config: Config, tracker: tracking.Tracker, summary: JobSummary, data_hash: str
+               ) -> bool:
+    """Print the job's group line (the results of its seeds, those skipped as already FINISHED
+    read from their runs) and where its runs are; on stderr, what failed. True when a seed
+    failed."""
+    stored = finished_runs(tracker, summary.group_key, data_hash)
+    trained = set(summary.finished.values())
+    [group] = console.outcomes(
+        [run for run in stored if run.info.run_id in trained],
+        [run for run in stored if int(run.data.tags["seed"]) in summary.skipped],
+    ) or [console.GroupOutcome(summary.group_key)]
+    group.failed.update(summary.failed)
+    run_id = url = None
+    if len(job_seeds(config)) == 1 and group.finished:
+        [run] = group.finished.values()
+        run_id, url = run.info.run_id, tracker.run_url(run.info.run_id)
+    line = console.group_line(group)
+    if line:
+        print(line)
+    print(console.where_line(config.tracking.experiment, tracker.uri,
+                             url or tracker.runs_url(), run_id))
+    if group.failed:
+        print(f"train.py: error: {console.failure_line(group)}", file=sys.stderr)
+    return bool(group.failed)
+
+
+def record_job(tracker: tracking.Tracker, parent: str, hydra_config: DictConfig,
+               summary: JobSummary, data_hash: str) -> None:
+    """Tag the sweep's parent run with what this job was: its group, its overrides but the
+    seeds, and the seeds it skipped as already FINISHED; the sweep's summary reads them."""
+    overrides = [override for override in hydra_config.overrides.task
+                 if not _seed_override(override)]
+    record = json.dumps({"group": summary.group_key, "data_hash": data_hash,
+                         "overrides": overrides, "skipped": console.span(summary.skipped)})
+    if len(record) > TAG_LIMIT:
+        log.warning("job %s: too long to record on the parent run; the sweep's closing lines "
+                    "leave out its label and skipped seeds", hydra_config.job.num)
+        return
+    tracker.set_tags(parent, {f"{JOB_TAG}{hydra_config.job.num}": record})
+
+
+def _seed_override(override: str) -> bool:
+    """Whether an override sets the seeds of a job, or an Optuna trial's number or study."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key in ("seed", "seeds") or key.startswith("optuna.")
 
 
 def job_outcomes(children: list, reused: Sequence[tuple[str, object]] = ()
@@ -131,6 +196,8 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.tracker: tracking.Tracker | None = None
         self.parent: str | None = None
+        self.sweep_id: str | None = None
+        self.experiment: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -143,7 +210,8 @@ class MlflowSweepCallback(Callback):
         stale = self.tracker.end_stale_runs()
         if stale:
             log.warning("marked %d runs KILLED whose process had died", stale)
-        sweep_id = uuid.uuid4().hex[:12]
+        sweep_id = self.sweep_id = uuid.uuid4().hex[:12]
+        self.experiment = config.tracking.experiment
         overrides = " ".join(config.hydra.overrides.task) or "(defaults)"
         self.parent = self.tracker.start_run(
             f"sweep-{sweep_id}", {"sweep_id": sweep_id, "overrides": overrides[:5000]}
@@ -157,14 +225,18 @@ class MlflowSweepCallback(Callback):
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent, sweep_id, self.tracker.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._end()
+        # After every job; a callback's SystemExit, unlike its Exception, ends the command.
+        if self._end():
+            raise SystemExit(FAILED_STATUS)
 
-    def _end(self, reason: str | None = None) -> None:
+    def _end(self, reason: str | None = None) -> bool:
         """End the parent: FAILED when the sweep stopped early (`reason`) or any job failed,
         else FINISHED; tagged with the count of finished and failed jobs (those that reused
-        FINISHED runs among them) and of the runs reused."""
+        FINISHED runs among them) and of the runs reused. Then print a line per group of the
+        sweep and where its runs are, and on stderr what failed. True when seeds failed, but
+        in a tuning study (its sweeper's max_failure_rate judges its failures)."""
         if self.parent is None:
-            return
+            return False
         from mlflow.entities import RunTag
 
         children = self.tracker.search(f"tags.mlflow.parentRunId = '{self.parent}'")
@@ -176,10 +248,36 @@ class MlflowSweepCallback(Callback):
         if failed and reason is None:
             reason = f"{failed} of {finished + failed} jobs failed"
         self.tracker.end_run(self.parent, "FAILED" if reason else "FINISHED", reason)
-        self.parent = None
+        groups = self._groups(children)
+        parent, self.parent = self.parent, None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
         os.environ.pop(tracking.SWEEP_ID_ENV, None)
         os.environ.pop(orphans.SWEEP_PID_ENV, None)
+        for line in filter(None, map(console.group_line, groups)):
+            print(line)
+        print(console.where_line(self.experiment, self.tracker.uri, self.tracker.runs_url(),
+                                 sweep=(self.sweep_id, parent)))
+        for line in filter(None, map(console.failure_line, groups)):
+            print(f"train.py: error: {line}", file=sys.stderr)
+        tuning = any("optuna.trial" in run.data.tags for run in children)
+        return any(group.failed for group in groups) and not tuning
+
+    def _groups(self, children: list) -> list[console.GroupOutcome]:
+        """The sweep's groups: its children, and the runs of the seeds its jobs skipped, labeled
+        by the overrides that differ between them (from the jobs' records on the parent)."""
+        tags = self.tracker.client.get_run(self.parent).data.tags
+        records = [json.loads(value) for key, value in tags.items() if key.startswith(JOB_TAG)]
+        skipped: dict[tuple[str, str], set[int]] = {}
+        for record in records:
+            seeds = console.parse_span(record["skipped"])
+            if seeds:
+                skipped.setdefault((record["group"], record["data_hash"]), set()).update(seeds)
+        reused = [run for (group, data_hash), seeds in skipped.items()
+                  for run in finished_runs(self.tracker, group, data_hash)
+                  if int(run.data.tags["seed"]) in seeds]
+        labels = console.varying_overrides(
+            {record["group"]: record["overrides"] for record in records})
+        return console.outcomes(children, reused, labels)
 
 
 def _exit_on_signal(signum, frame) -> None:

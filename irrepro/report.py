@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,20 @@ from irrepro.tracking import Tracker
 
 log = logging.getLogger(__name__)
 ANALYSIS_TAG = "irrepro.analysis"
+# The tables an analysis writes into its reports folder, those it has rows for.
+TABLES = ("summary.csv", "summary.md", "comparisons.csv", "comparisons.md", "ensembles.csv",
+          "by_step.csv", "mitigations.csv", "mitigations.md")
+
+
+@dataclass
+class Analysis:
+    """What an analysis measured and wrote: its summary, the config columns that vary between
+    its groups (those summary.md shows), the files it wrote, and its MLflow run."""
+
+    summary: pd.DataFrame
+    varying: list[str]
+    written: list[Path]
+    run_id: str | None = None
 
 
 def analyze(
@@ -25,9 +40,9 @@ def analyze(
     parent_run_id: str | None = None,
     filter_string: str = "",
     log_run: bool = True,
-) -> pd.DataFrame:
+) -> Analysis:
     """Select, group and measure the runs; write tables (comparisons among them) and figures
-    into folders named after `study` (checked first); return the summary."""
+    into folders named after `study` (checked first)."""
     folder_name(study, "--experiment")
     selection = analysis.select_runs(tracker, sweep_id, parent_run_id, filter_string)
     if not selection.runs:
@@ -53,6 +68,7 @@ def analyze(
     per_example = {g.key: analysis.per_example(g, basis) for g in groups if len(g.run_ids) >= 2}
     reports = reports_dir / study
     reports.mkdir(parents=True, exist_ok=True)
+    varying = figures.varying(summary)
     summary.to_csv(reports / "summary.csv", index=False)
     ensembles.to_csv(reports / "ensembles.csv", index=False)
     (reports / "by_step.csv").unlink(missing_ok=True)
@@ -60,7 +76,7 @@ def analyze(
         by_step.to_csv(reports / "by_step.csv", index=False)
     text = f"# {study}\n\n{selection.describe()}, {len(groups)} groups.\n\n"
     (reports / "summary.md").write_text(text + analysis.markdown_table(
-        readable_summary(summary)))
+        readable_summary(summary, varying)))
     compared.to_csv(reports / "comparisons.csv", index=False)
     (reports / "comparisons.md").write_text(comparisons.markdown(compared, study))
     for stale in ("mitigations.csv", "mitigations.md"):
@@ -72,15 +88,17 @@ def analyze(
         stale.unlink()
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
                              by_step=by_step, per_example_basis=basis, effects=effects)
+    run_id = None
     if log_run:
-        _log_analysis_run(tracker, study, reports, figures_dir / study, groups)
+        run_id = _log_analysis_run(tracker, study, reports, figures_dir / study, groups)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)
-    return summary
+    written = [reports / name for name in TABLES if (reports / name).exists()]
+    return Analysis(summary, varying, written + drawn, run_id)
 
 
-def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> None:
+def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> str:
     """Replace the study's previous analysis run with a new one holding the same files, and
-    the number of groups and of runs they analysed."""
+    the number of groups and of runs they analysed; return its id."""
     for old in tracker.search(f"tags.`{ANALYSIS_TAG}` = '{study}'"):
         tracker.client.delete_run(old.info.run_id)
     run_id = tracker.start_run(f"analysis-{study}", {ANALYSIS_TAG: study})
@@ -94,14 +112,15 @@ def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> None:
     if figure_folder.exists():
         tracker.client.log_artifacts(run_id, str(figure_folder), "figures")
     tracker.end_run(run_id, "FINISHED")
+    return run_id
 
 
-def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """The columns people read: config values that vary within the study, then runs, PD,
-    relative PD and churn, excess loss (log loss without a teacher) and accuracy, each with
-    its 95% interval over seeds and test examples; the seeds PD's interval would need for a
-    half-width of 10%, and convergence."""
-    table = summary[figures.varying(summary)].copy()
+def readable_summary(summary: pd.DataFrame, varying: list[str] | None = None) -> pd.DataFrame:
+    """The columns people read: config values that vary within the study (`varying`, else
+    found by `figures.varying`), then runs, PD, relative PD and churn, excess loss (log loss
+    without a teacher) and accuracy, each with its 95% interval over seeds and test examples;
+    the seeds PD's interval would need for a half-width of 10%, and convergence."""
+    table = summary[figures.varying(summary) if varying is None else varying].copy()
     table["runs"] = summary["n_runs"]
     for name, heading in (("pd", "PD"), ("pd_relative", "relative PD"), ("churn", "churn")):
         table[f"{heading} [95% CI]"] = _with_interval(summary, name, name)

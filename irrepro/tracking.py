@@ -150,6 +150,12 @@ class Tracker:
             return None
         return runs_url(self.uri, self.experiment_id)
 
+    def run_url(self, run_id: str) -> str | None:
+        """A run's page in the UI of a tracking server; None for a store with no UI of its own."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
     def search(self, filter_string: str) -> list[Any]:
         """All active runs of the experiment matching an MLflow filter string (every page)."""
         runs, token = [], None
@@ -311,6 +317,13 @@ class Tracker:
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate one run (see `end_runs`)."""
         self.end_runs({run_id: reason}, status)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tag a run (retrying while SQLite reports a locked database)."""
+        from mlflow.entities import RunTag
+
+        _retrying(self.client.log_batch, run_id,
+                  tags=[RunTag(key, value) for key, value in tags.items()])
 
     def end_stale_runs(self) -> int:
         """Mark KILLED the RUNNING runs whose process on this host is gone; return how many."""

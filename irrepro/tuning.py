@@ -91,10 +91,10 @@ def trial_groups(tracker: Tracker, summary: pd.DataFrame) -> dict[int, TrialGrou
 
 
 def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir: Path,
-                  groups: dict[int, TrialGroup] | None = None) -> Path:
+                  groups: dict[int, TrialGroup] | None = None) -> list[Path]:
     """Write all trials (with their PD intervals from `groups`, see `trials_frame`) and the
     Pareto front as tables, and the front as a figure, into folders named after the study
-    (checked first)."""
+    (checked first); return the paths written."""
     folder_name(study_name, "--optuna-study")
     frame = trials_frame(storage, study_name, groups)
     reports = reports_dir / study_name
@@ -107,4 +107,5 @@ def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir:
         f"# {study_name}: Pareto front ({len(front)} distinct of {len(frame)} trials)\n\n"
         + analysis.markdown_table(front)
     )
-    return figures.pareto(frame, figures_dir / study_name / "pareto.png", study=study_name)
+    figure = figures.pareto(frame, figures_dir / study_name / "pareto.png", study=study_name)
+    return [reports / name for name in ("trials.csv", "pareto.csv", "pareto.md")] + [figure]

@@ -118,6 +118,18 @@ def test_the_study_compares_its_groups_paired_by_seed_and_prints_one(store, tmp_
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("activation.name: smelu vs relu: PD ")
     assert f"ratio {1 / row['ratio']:.3g}" in printed
+    # then a line per group, and the files by folder
+    *_, relu, smelu, tables, drawn = printed.splitlines()
+    summary = pd.read_csv(reports / "analysis" / "summary.csv").set_index("activation.name")
+    for line, name in ((relu, "relu"), (smelu, "smelu")):
+        group = summary.loc[name]
+        assert line == (f"activation.name={name}, group {group['group_key']}: PD {group['pd']:.3g} "
+                        f"[{group['pd_low']:.3g}, {group['pd_high']:.3g}], churn "
+                        f"{group['churn']:.3g}, converged {'yes' if group['converged'] else 'no'}"
+                        ", 3 runs")
+    assert tables == (f"{reports / 'analysis'}/: summary.csv summary.md comparisons.csv "
+                      "comparisons.md ensembles.csv")
+    assert drawn.startswith(f"{tmp_path / 'figures' / 'analysis'}/: ") and "tradeoff.png" in drawn
     assert "relu vs smelu" in (reports / "analysis" / "comparisons.md").read_text()
     assert entry_point.main(["--experiment", "analysis", "--tracking-uri", tracker.uri,
                              "--reports", str(reports), "--figures", str(tmp_path / "figures"),

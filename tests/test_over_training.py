@@ -32,7 +32,7 @@ def study(tmp_path_factory):
         run_job(config, tracker)
     run_job(make_config(replicas=2, **{"model.name": "logistic"}), tracker)
     summary = analyze(tracker, "over_training", folder / "reports", folder / "figures",
-                      log_run=False)
+                      log_run=False).summary
     return tracker, configs, folder, summary
 
 

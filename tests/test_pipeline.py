@@ -90,6 +90,28 @@ def test_the_second_sweep_records_and_counts_the_runs_it_reused(sweep):
     assert len(set(jobs)) == 2 and all(job.startswith(f"{sweep_id}-") for job in jobs)
 
 
+def test_a_sweep_ends_with_a_line_per_group_and_where_its_runs_are(sweep):
+    cwd, first, second = sweep
+    by_group = {}
+    for run in children(cwd):
+        by_group.setdefault(run.data.params["activation.name"], []).append(run)
+    parents = {run.data.tags["sweep_id"]: run for run in runs(cwd)
+               if "mlflow.parentRunId" not in run.data.tags}
+    for result, reused in ((first, ""), (second, " (already FINISHED)")):
+        *groups, where = result.stdout.splitlines()[-3:]
+        for line, name in zip(groups, ("relu", "smelu"), strict=True):
+            runs_of = by_group[name]
+            accuracy = np.mean([r.data.metrics["accuracy"] for r in runs_of])
+            assert line.startswith(f"activation={name}, group "
+                                   f"{runs_of[0].data.tags['group_key']}, seeds 0,1{reused}: "
+                                   f"accuracy {accuracy:.4g} ± "), line
+            assert line.endswith("converged 2/2")
+        parent = parents[where.split()[1].rstrip(",")]
+        assert where == (f"sweep {parent.data.tags['sweep_id']}, parent run {parent.info.run_id}, "
+                         f"experiment irrepro at sqlite:///{cwd}/mlflow.db")
+        assert result.stderr.count("train.py: error") == 0
+
+
 def test_progress_bar_is_quiet_without_a_tty(sweep):
     _, first, _ = sweep
     assert "step/s" not in first.stderr and "step/s" not in first.stdout
@@ -133,9 +155,14 @@ def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):
     assert runs(tmp_path) == []
 
 
-def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tmp_path):
-    result = train(["-m", "optimizer.lr=0.1,1e12"], tmp_path)
-    assert result.returncode == 0
+def test_a_diverging_job_fails_alone_the_sweep_goes_on_and_exits_1(tmp_path):
+    result = train(["-m", "optimizer.lr=1e12,0.1"], tmp_path, check=False)
+    assert result.returncode == 1
+    *_, trained, where = result.stdout.splitlines()
+    assert trained.startswith("optimizer.lr=0.1, group ") and where.startswith("sweep ")
+    [error] = result.stderr.splitlines()[-1:]
+    assert error.startswith("train.py: error: optimizer.lr=1000000000000.0, group ")
+    assert ", seed 0 FAILED: training loss diverged (" in error
     status = {r.data.params.get("optimizer.lr", r.data.tags.get("seed")): r for r in runs(tmp_path)
               if "mlflow.parentRunId" in r.data.tags}
     assert status["0.1"].info.status == "FINISHED"

@@ -62,11 +62,19 @@ def test_a_sweep_and_the_analysis_against_a_tracking_server(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(uri + "/health")
-        train(["-m", "randomness=none,init", "seed=0", "replicas=2", f"tracking.uri={uri}"],
-              tmp_path)
+        trained = train(["-m", "randomness=none,init", "seed=0", "replicas=2",
+                         f"tracking.uri={uri}"], tmp_path)
         assert len(search_runs(uri)) == 5
-        run_script("analyze.py", ["--tracking-uri", uri, "--reports", str(tmp_path / "rep"),
-                                  "--figures", str(tmp_path / "fig")], tmp_path)
+        analyzed = run_script("analyze.py", ["--tracking-uri", uri, "--reports",
+                                             str(tmp_path / "rep"), "--figures",
+                                             str(tmp_path / "fig")], tmp_path)
+        [analysis] = [run["info"] for run in search_runs(uri)
+                      if {"key": "irrepro.analysis", "value": "irrepro"} in run["data"]["tags"]]
+        page = f"{uri}/#/experiments/{analysis['experiment_id']}"
+        assert trained.stdout.splitlines()[-1].endswith(
+            f", experiment irrepro at {uri}: {page}?workflowType=machine_learning")
+        assert analyzed.stdout.splitlines()[-1] == (
+            f"analysis run: {page}/runs/{analysis['run_id']}")
         summary = (tmp_path / "rep" / "irrepro" / "summary.csv").read_text().splitlines()
         assert len(summary) == 3
         assert any(path.suffix == ".png" for path in (tmp_path / "fig" / "irrepro").iterdir())
@@ -100,7 +108,8 @@ def test_a_store_that_cannot_be_written_is_one_line(tmp_path):
 
 
 def test_analysis_of_a_missing_or_empty_experiment_is_one_line(tmp_path):
-    train(["seed=0", "force=true", "optimizer.lr=1e12"], tmp_path)  # only a FAILED run
+    failed = train(["seed=0", "force=true", "optimizer.lr=1e12"], tmp_path, check=False)
+    assert failed.returncode == 1  # only a FAILED run
     store = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     missing = run_script("analyze.py", [*store, "--experiment", "nope"], tmp_path, check=False)
     assert "no experiment named 'nope'" in one_line_error(missing)

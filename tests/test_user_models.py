@@ -125,7 +125,7 @@ def test_analysis_never_imports_what_a_stored_param_names(pipeline, tmp_path, mo
                             "WHERE key = 'model.target'").rowcount
     assert edited == 15
     summary = analyze(Tracker(f"sqlite:///{tmp_path}/mlflow.db", "user", create=False),
-                      "user", tmp_path / "reports", tmp_path / "figures", log_run=False)
+                      "user", tmp_path / "reports", tmp_path / "figures", log_run=False).summary
     assert not marker.exists()
     assert summary["n_params"].notna().all()  # as the runs logged them
 
