@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ import pandas as pd
 from irrepro import metrics, training, uncertainty
 from irrepro.config import Config, flatten, run_params, to_config
 from irrepro.data import Dataset, make_dataset
-from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
+from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker, local_artifact_folder
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +106,10 @@ def select_runs(
     return selection
 
 
-def _local_path(artifact_uri: str) -> Path | None:
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    return None
-
-
 def _load_one(tracking_uri: str, run: Any) -> Artifacts | None:
     """A run's artifacts (None without predictions), read in place when the artifact store is
     a local folder, else downloaded (those the run has)."""
-    local = _local_path(run.info.artifact_uri)
+    local = local_artifact_folder(run.info.artifact_uri)
     if local is not None:
         return _read_artifacts(run, local)
     import mlflow

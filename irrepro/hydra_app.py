@@ -237,14 +237,11 @@ class MlflowSweepCallback(Callback):
         in a tuning study (its sweeper's max_failure_rate judges its failures)."""
         if self.parent is None:
             return False
-        from mlflow.entities import RunTag
-
         children = self.tracker.search(f"tags.mlflow.parentRunId = '{self.parent}'")
         reused = self.tracker.reused_runs(os.environ[tracking.SWEEP_ID_ENV])
         finished, failed = job_outcomes(children, reused)
         counts = {"jobs_finished": finished, "jobs_failed": failed, "runs_reused": len(reused)}
-        self.tracker.client.log_batch(
-            self.parent, tags=[RunTag(key, str(count)) for key, count in counts.items()])
+        self.tracker.set_tags(self.parent, {key: str(count) for key, count in counts.items()})
         if failed and reason is None:
             reason = f"{failed} of {finished + failed} jobs failed"
         self.tracker.end_run(self.parent, "FAILED" if reason else "FINISHED", reason)
@@ -265,7 +262,7 @@ class MlflowSweepCallback(Callback):
     def _groups(self, children: list) -> list[console.GroupOutcome]:
         """The sweep's groups: its children, and the runs of the seeds its jobs skipped, labeled
         by the overrides that differ between them (from the jobs' records on the parent)."""
-        tags = self.tracker.client.get_run(self.parent).data.tags
+        tags = self.tracker.get_run(self.parent).data.tags
         records = [json.loads(value) for key, value in tags.items() if key.startswith(JOB_TAG)]
         skipped: dict[tuple[str, str], set[int]] = {}
         for record in records:

@@ -100,17 +100,13 @@ def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> str:
     """Replace the study's previous analysis run with a new one holding the same files, and
     the number of groups and of runs they analysed; return its id."""
     for old in tracker.search(f"tags.`{ANALYSIS_TAG}` = '{study}'"):
-        tracker.client.delete_run(old.info.run_id)
+        tracker.delete_run(old.info.run_id)
     run_id = tracker.start_run(f"analysis-{study}", {ANALYSIS_TAG: study})
-    from mlflow.entities import Metric
-
-    analysed = sum(len(group.run_ids) for group in groups)
-    tracker.client.log_batch(run_id, metrics=[
-        Metric("groups", len(groups), 0, 0), Metric("runs", analysed, 0, 0),
-    ])
-    tracker.client.log_artifacts(run_id, str(reports), "reports")
+    tracker.log_values(run_id, {"groups": len(groups),
+                                "runs": sum(len(group.run_ids) for group in groups)})
+    tracker.log_folder(run_id, reports, "reports")
     if figure_folder.exists():
-        tracker.client.log_artifacts(run_id, str(figure_folder), "figures")
+        tracker.log_folder(run_id, figure_folder, "figures")
     tracker.end_run(run_id, "FINISHED")
     return run_id
 

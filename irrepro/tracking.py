@@ -178,7 +178,7 @@ class Tracker:
     def read_artifact(self, run: Any, name: str) -> bytes:
         """One artifact file of a run: read in place from a local artifact folder, else
         downloaded."""
-        folder = _local_folder(run.info.artifact_uri)
+        folder = local_artifact_folder(run.info.artifact_uri)
         if folder is not None:
             return (folder / name).read_bytes()
         import mlflow
@@ -267,7 +267,7 @@ class Tracker:
         if store is not None:
             add(store.parent, 0)
         for run_id, contents in files.items():
-            folder = _local_folder(self._artifact_uris.get(run_id, ""))
+            folder = local_artifact_folder(self._artifact_uris.get(run_id, ""))
             if folder is not None:
                 add(folder, sum(map(len, contents.values())))
         for path, size in demand.values():
@@ -278,7 +278,7 @@ class Tracker:
     def _write_artifacts(self, run_id: str, files: dict[str, bytes]) -> None:
         """The files straight into the run's artifact folder when it is local (a path or a
         file: URI), else through MLflow's artifact repository for the run."""
-        folder = _local_folder(self._artifact_uris.get(run_id, ""))
+        folder = local_artifact_folder(self._artifact_uris.get(run_id, ""))
         if folder is None:
             with tempfile.TemporaryDirectory() as staging:
                 for name, contents in files.items():
@@ -296,7 +296,7 @@ class Tracker:
     def _remove_artifacts(self, run_id: str) -> None:
         """Delete the local artifact folder of a run started here (the run's own folder,
         which MLflow made for it alone)."""
-        folder = _local_folder(self._artifact_uris.get(run_id, ""))
+        folder = local_artifact_folder(self._artifact_uris.get(run_id, ""))
         if folder is not None:
             own = folder.name == "artifacts" and folder.parent.name == run_id
             shutil.rmtree(folder.parent if own else folder, ignore_errors=True)
@@ -324,6 +324,25 @@ class Tracker:
 
         _retrying(self.client.log_batch, run_id,
                   tags=[RunTag(key, value) for key, value in tags.items()])
+
+    def log_values(self, run_id: str, values: dict[str, float]) -> None:
+        """Log metrics of a run, at step 0 (retrying as `set_tags` does)."""
+        from mlflow.entities import Metric
+
+        _retrying(self.client.log_batch, run_id,
+                  metrics=[Metric(key, value, 0, 0) for key, value in values.items()])
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Copy a folder's files into a run's artifacts under `artifact_path`."""
+        _retrying(self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+    def get_run(self, run_id: str) -> Any:
+        """One run, by id."""
+        return _retrying(self.client.get_run, run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        """Move a run to MLflow's deleted lifecycle stage (searches no longer find it)."""
+        _retrying(self.client.delete_run, run_id)
 
     def end_stale_runs(self) -> int:
         """Mark KILLED the RUNNING runs whose process on this host is gone; return how many."""
@@ -366,7 +385,7 @@ def runs_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
-def _local_folder(artifact_uri: str) -> Path | None:
+def local_artifact_folder(artifact_uri: str) -> Path | None:
     """The folder of a local artifact URI (as MLflow maps it); None for a remote or unknown one."""
     if not artifact_uri or urllib.parse.urlparse(artifact_uri).scheme not in ("", "file"):
         return None

@@ -10,7 +10,7 @@ from irrepro import analysis, figures, metrics, uncertainty
 from irrepro.job import run_job
 from irrepro.report import analyze, readable_summary
 from irrepro.schedule import checkpoint_steps
-from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker
+from irrepro.tracking import CHECKPOINTS, PREDICTIONS, Tracker, local_artifact_folder
 from irrepro.training import total_steps
 from tests.cli import ROOT, store_uri
 from tests.conftest import make_config
@@ -43,7 +43,7 @@ def by_step(folder):
 def test_each_run_stores_its_checkpoints_beside_its_predictions(study):
     tracker, configs, _, _ = study
     run = tracker.search("tags.seed = '1' and params.`randomness.name` = 'init'")[0]
-    folder = analysis._local_path(run.info.artifact_uri)
+    folder = local_artifact_folder(run.info.artifact_uri)
     final = np.load(folder / PREDICTIONS)
     with np.load(folder / CHECKPOINTS) as stored:
         steps, predictions = stored["steps"], stored["predictions"]
