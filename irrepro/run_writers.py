@@ -8,10 +8,13 @@ them); tests/test_run_writers.py compares them row by row.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -201,10 +204,48 @@ def _validated(params: dict[str, Any], tags: dict[str, str],
     return ({p.key: p.value for p in checked_params}, {t.key: t.value for t in checked_tags})
 
 
-def writer_for(client, retry=_once):
-    """The SQL writer when the client's store is a database reached directly, else the
-    client writer."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+# MLflow's schema revisions (alembic_version in the database) whose tables the SQL writer
+# has been checked against, on SQLite and PostgreSQL (tests/test_run_writers.py compares
+# the rows it writes with those MLflow's client writes): "dc11669786a5", MLflow 3.17.
+CHECKED_REVISIONS = frozenset({"dc11669786a5"})
 
-    writer = SqlWriter(client, retry)
-    return writer if isinstance(writer.store, SqlAlchemyStore) else ClientWriter(client, retry)
+
+def writer_for(client, retry=_once):
+    """The SQL writer where it is known to be right: a database reached directly, at a schema
+    revision it was checked against, through an MLflow that still has the internals it uses;
+    else the client writer (with a log line saying why, but for a tracking server)."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        writer = SqlWriter(client, retry)
+        store = writer.store
+        if not isinstance(store, SqlAlchemyStore):
+            return ClientWriter(client, retry)
+        from mlflow.store.tracking.dbmodels import models
+        from mlflow.utils.validation import _validate_batch_log_data  # noqa: F401
+
+        for name in ("SqlRun", "SqlTag", "SqlParam", "SqlMetric", "SqlLatestMetric"):
+            getattr(models, name)
+        store.ManagedSessionMaker  # noqa: B018
+        revision = schema_revision(store.engine)
+    except (ImportError, AttributeError) as error:
+        log.info("runs are written through MLflow's client: this MLflow lacks what the bulk "
+                 "writer uses (%s)", error)
+        return ClientWriter(client, retry)
+    if revision not in CHECKED_REVISIONS:
+        log.info("runs are written through MLflow's client: the store's schema revision %s is "
+                 "not one the bulk writer was checked against", revision)
+        return ClientWriter(client, retry)
+    return writer
+
+
+def schema_revision(engine) -> str | None:
+    """The alembic revision of MLflow's schema in a database (None where it has none)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None

@@ -54,6 +54,37 @@ def described(tracker, run):
     }
 
 
+# The tables a run's rows live in, and the columns that differ between two equal runs.
+RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
+TIME_COLUMNS = {"start_time", "end_time", "timestamp", "experiment_id"}
+
+
+def table_rows(tracker):
+    """Every row that MLflow's tables hold for the experiment's runs, every column, as
+    comparable values: ids become seeds, times are left out, and so is what identifies the
+    writing process or the job's time."""
+    from sqlalchemy import text
+
+    runs = tracker.search("")
+    seeds = {run.info.run_id: run.data.tags["seed"] for run in runs}
+    ids = ", ".join(f"'{run_id}'" for run_id in seeds)
+    found = {}
+    with SqlWriter(tracker.client).store.engine.connect() as connection:
+        for table in RUN_TABLES:
+            result = connection.execute(text(f"SELECT * FROM {table} WHERE run_uuid IN ({ids})"))
+            rows = []
+            for row in result.mappings():
+                row = {key: value for key, value in row.items() if key not in TIME_COLUMNS}
+                run_id = row.pop("run_uuid")
+                if row.get("key") in UNIQUE_TAGS | {TIMED}:
+                    row["value"] = "(differs)"
+                if "artifact_uri" in row:
+                    row["artifact_uri"] = row["artifact_uri"].endswith(f"/{run_id}/artifacts")
+                rows.append((seeds[run_id], sorted(row.items(), key=str)))
+            found[table] = sorted(rows, key=str)
+    return found
+
+
 def by_seed(tracker, filter_string=""):
     return {run.data.tags["seed"]: described(tracker, run)
             for run in tracker.search(filter_string)}
@@ -70,6 +101,9 @@ def assert_a_job_logs_alike(sql, client):
     logged = by_seed(sql)
     assert sorted(logged) == ["0", "1", "2"]
     assert logged == by_seed(client)
+    rows = table_rows(sql)
+    assert rows == table_rows(client)
+    assert len(rows["runs"]) == 3 and len(rows["latest_metrics"]) > 3 * 10
     run = logged["1"]
     assert run["status"] == "FINISHED" and run["user"] == "unknown" and run["ended"]
     assert run["artifacts"] and run["files"] == sorted(
@@ -145,3 +179,18 @@ def test_finishing_is_all_or_nothing(trackers):
         sql.finish_runs({kept: record, deleted: record}, {kept: {}, deleted: {}})
     run = sql.client.get_run(kept)
     assert run.info.status == "RUNNING" and not run.data.params and not run.data.metrics
+
+
+def test_a_schema_revision_not_checked_is_written_through_the_client(tmp_path, monkeypatch,
+                                                                      caplog):
+    from irrepro import run_writers
+
+    uri = store_uri(tmp_path)
+    assert run_writers.schema_revision(tracking.Tracker(uri, "x").writer.store.engine) in (
+        run_writers.CHECKED_REVISIONS)
+    monkeypatch.setattr(run_writers, "CHECKED_REVISIONS", frozenset({"another"}))
+    with caplog.at_level("INFO", logger="irrepro.run_writers"):
+        tracker = tracking.Tracker(uri, "x")
+    assert isinstance(tracker.writer, ClientWriter)
+    assert "schema revision dc11669786a5 is not one the bulk writer was checked against" in (
+        caplog.text)
