@@ -2,7 +2,10 @@
 
     python bench/pipeline.py
 
-Runs, each in a fresh temporary SQLite store: one default run; the 30-run sweep
+First the user's sweep `activation=relu,smelu,swish 'seed=range(10)'` on a fresh store
+against the bare import of torch, MLflow and Hydra (`python -c "import torch, mlflow,
+hydra"`), interleaved three times, as a ratio of medians. Then, each in a fresh temporary
+SQLite store: one default run; the 30-run sweep
 `activation=relu,smelu,swish seed=range(10)` with the batching sweeper (the default: one
 replica job per activation) against `hydra/sweeper=basic` (30 jobs), with the largest
 difference between the predictions of each (group, seed) in the two stores; and 32 seeds
@@ -106,7 +109,29 @@ def compare_sweepers(args: list[str]) -> None:
             print(f"    group {key[0]} seed {key[1]}: {difference:.3g}")
 
 
+def bare_import() -> float:
+    """Wall seconds of a process that only imports torch, MLflow and Hydra."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, mlflow, hydra"], check=True)
+    return time.perf_counter() - start
+
+
+def sweep_against_imports(rounds: int = 3) -> None:
+    """The user's sweep on a fresh store over the bare import, each timed `rounds` times,
+    alternating: the ratio of the medians."""
+    sweep = ["-m", "activation=relu,smelu,swish", "seed=range(10)"]
+    sweeps, imports = [], []
+    for _ in range(rounds):
+        imports.append(bare_import())
+        with tempfile.TemporaryDirectory() as folder:
+            sweeps.append(run_train(sweep, folder))
+    sweep_s, import_s = float(np.median(sweeps)), float(np.median(imports))
+    print(f"user's sweep (30 runs, fresh store) {sweep_s:6.2f} s, bare import {import_s:5.2f} s"
+          f" (medians of {rounds}): ratio {sweep_s / import_s:.2f}x")
+
+
 def main() -> None:
+    sweep_against_imports()
     report("one default run", [])
     print("30-run sweep (3 activations x 10 seeds)")
     compare_sweepers(["-m", "activation=relu,smelu,swish", "seed=range(10)"])
