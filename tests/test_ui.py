@@ -30,7 +30,8 @@ def chromium() -> str:
                        timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         found = shutil.which("chromium")
     if found is None:
-        pytest.skip("no chromium here, and apt-get could not install it (needs root)")
+        pytest.skip("no chromium here, and it could not be installed "
+                    "(apt-get install chromium, as root)")
     return found
 
 
