@@ -7,7 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 STAMP := $(VENV)/.installed
 PORT ?= 5000
-HOST ?= 127.0.0.1
+# the interface of make server: HOST=… on the command line, never from the environment
+HOST := 127.0.0.1
 # processes of make server
 WORKERS ?= 4
 DB_URI ?= sqlite:///mlflow-server.db
@@ -41,8 +42,14 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# MLflow's GenAI job runner (a pool of huey processes) is off: irrepro has no use for it.
+ui server: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false
+
+# The UI of a store, for one person: one worker. Both print each experiment's runs table URL
+# once the server answers (irrepro/ui_links.py, started beside it).
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+	$(BIN)/python -m irrepro.ui_links http://127.0.0.1:$(PORT) --pid $$$$ & \
+	exec $(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT) --workers 1
 
 figures: install
 	@for study in $(STUDIES); do \
@@ -63,10 +70,9 @@ tune: install
 
 # A shared tracking server: runs arrive over HTTP, artifacts are served through it.
 # DB_URI=postgresql://USER@HOST:PORT/DB uses PostgreSQL (driver: psycopg, from make install).
-# MLflow's GenAI job runner (a pool of huey processes) is off: irrepro has no use for it.
 server: install
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-	  $(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
+	$(BIN)/python -m irrepro.ui_links http://$(HOST):$(PORT) --pid $$$$ & \
+	exec $(BIN)/mlflow server --backend-store-uri $(DB_URI) --artifacts-destination $(ARTIFACTS) \
 	  --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 bench: install

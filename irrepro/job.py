@@ -57,9 +57,10 @@ def job_seeds(config: Config) -> list[int]:
 
 
 def run_name(config: Config) -> str:
-    """A readable run name: model, activation, randomness, seed."""
+    """A readable run name: seed (first, so that a narrow column shows it), model, activation,
+    randomness."""
     return (
-        f"{config.model.name}-{config.activation.name}-{config.randomness.name}-s{config.seed}"
+        f"s{config.seed}-{config.model.name}-{config.activation.name}-{config.randomness.name}"
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,14 @@ class Tracker:
                 ) from error
 
     def _experiment_id(self, name: str, create: bool) -> str:
-        """The experiment's id; a new one is created (when `create`) tagged as model training,
-        so that MLflow's UI opens it on its runs table, not its GenAI page."""
-        kind_tag, kind = "mlflow.experimentKind", "custom_model_development"
+        """The experiment's id; a new one is created (when `create`) with the tags of
+        `ui_tags`, which an older one gets then too."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
-            if create and kind_tag not in found.tags:  # made before irrepro tagged them
-                self.client.set_experiment_tag(found.experiment_id, kind_tag, kind)
+            if create:  # made before irrepro tagged them
+                for key, value in ui_tags().items():
+                    if key not in found.tags:
+                        self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         if not create:
             raise TrackingError(f"no experiment named {name!r} in {self.uri}")
@@ -136,7 +138,7 @@ class Tracker:
         location = (path.parent / "mlartifacts").as_uri() if path else None
         try:
             return self.client.create_experiment(name, artifact_location=location,
-                                                 tags={kind_tag: kind})
+                                                 tags=ui_tags())
         except Exception:  # another process created it first (servers are not locked here)
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -144,11 +146,12 @@ class Tracker:
             return found.experiment_id
 
     def runs_url(self) -> str | None:
-        """The experiment's runs table in the UI of a tracking server; None for a store with
-        no UI of its own. `workflowType` makes MLflow open the table, not its GenAI page."""
+        """The experiment's runs table in the UI of a tracking server (see `runs_url`); None
+        for a store with no UI of its own."""
         if not self.uri.startswith(("http://", "https://")):
             return None
-        return runs_url(self.uri, self.experiment_id)
+        tags = self.client.get_experiment(self.experiment_id).tags
+        return runs_url(self.uri, self.experiment_id, tags)
 
     def run_url(self, run_id: str) -> str | None:
         """A run's page in the UI of a tracking server; None for a store with no UI of its own."""
@@ -380,9 +383,34 @@ def _store_failure(error: Exception, uri: str) -> TrackingError | None:
     return TrackingError(f"{why} writing the tracking store {uri}")
 
 
-def runs_url(base_url: str, experiment_id: str) -> str:
-    """The URL of an experiment's runs table in the MLflow UI at `base_url`."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+# MLflow's UI opens an experiment of this kind on its runs table, not on its GenAI page.
+_KIND_TAG, _KIND = "mlflow.experimentKind", "custom_model_development"
+# irrepro's view of the runs table, kept where the UI keeps a saved view (the UI lists it
+# under Views; `runs_url` opens it): the values compared across seeds as the first columns, and
+# the runs in name order, which also lists a sweep's runs flat, not collapsed under the parent.
+_VIEW_KEY = "irrepro"
+_VIEW_TAG = f"mlflow.sharedViewState.{_VIEW_KEY}"
+_VIEW_COLUMNS = ("metrics.`excess_log_loss`", "metrics.`log_loss`", "metrics.`accuracy`",
+                 "metrics.`converged`", "params.`seed`")
+
+
+def ui_tags() -> dict[str, str]:
+    """The experiment tags that make MLflow's UI show irrepro's runs as a table."""
+    state = {"orderByKey": "tags.`mlflow.runName`", "orderByAsc": True,
+             "selectedColumns": list(_VIEW_COLUMNS), "columnOrder": list(_VIEW_COLUMNS)}
+    now = int(time.time() * 1000)
+    view = {"name": _VIEW_KEY, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    return {_KIND_TAG: _KIND, _VIEW_TAG: json.dumps(view)}
+
+
+def runs_url(base_url: str, experiment_id: str, tags: Mapping[str, str]) -> str:
+    """The URL of an experiment's runs table in the MLflow UI at `base_url`: `workflowType` makes
+    the UI open the table, not its GenAI page; with its experiment `tags` holding irrepro's view,
+    the table opens in that view."""
+    query = "workflowType=machine_learning"
+    if _VIEW_TAG in tags:
+        query += f"&viewStateShareKey={_VIEW_KEY}"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def local_artifact_folder(artifact_uri: str) -> Path | None:

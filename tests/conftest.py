@@ -28,7 +28,7 @@ def tiny():
 # which take a file at a time (see the Makefile), finish together.
 SLOWEST_FIRST = (
     "test_services.py", "test_study.py", "test_scaleout.py", "test_pipeline.py",
-    "test_postgres.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
+    "test_postgres.py", "test_ui.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
     "test_studies.py", "test_uncertainty.py",
 )
 
