@@ -53,7 +53,8 @@ def test_a_sweep_and_the_analysis_against_a_tracking_server(tmp_path):
                       if {"key": "irrepro.analysis", "value": "irrepro"} in run["data"]["tags"]]
         page = f"{uri}/#/experiments/{analysis['experiment_id']}"
         assert trained.stdout.splitlines()[-1].endswith(
-            f", experiment irrepro at {uri}: {page}?workflowType=machine_learning")
+            f", experiment irrepro at {uri}: {page}/runs?workflowType=machine_learning"
+            "&viewStateShareKey=irrepro")
         assert analyzed.stdout.splitlines()[-1] == (
             f"analysis run: {page}/runs/{analysis['run_id']}")
         summary = (tmp_path / "rep" / "irrepro" / "summary.csv").read_text().splitlines()
