@@ -18,7 +18,7 @@ import pandas as pd
 
 from irrepro import uncertainty
 from irrepro.analysis import Group, config_columns, markdown_table, with_interval
-from irrepro.figures import levels, varying
+from irrepro.summary_schema import levels, varying
 
 MEASURES = ("factor", "level_a", "level_b", "runs_a", "runs_b", "pd_a", "pd_b", "ratio",
             "ratio_low", "ratio_high", "difference", "difference_low", "difference_high",

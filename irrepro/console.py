@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from irrepro.summary_schema import loss_label, reported_run_loss
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -106,15 +108,14 @@ def group_line(group: GroupOutcome) -> str | None:
     if not group.finished:
         return None
     metrics = [group.finished[seed].data.metrics for seed in sorted(group.finished)]
-    excess = all(np.isfinite(m.get("excess_log_loss", np.nan)) for m in metrics)
-    loss = "excess_log_loss" if excess else "log_loss"
+    loss = reported_run_loss(metrics)
     seeds = _seeds(group.finished)
     if group.reused:
         reused = len(group.reused)
         seeds += (" (already FINISHED)" if reused == len(group.finished)
                   else f" ({reused} already FINISHED)")
     parts = [f"accuracy {_estimate([m['accuracy'] for m in metrics])}",
-             f"{loss.replace('_', ' ')} {_estimate([m[loss] for m in metrics])}"]
+             f"{loss_label(loss)} {_estimate([m[loss] for m in metrics])}"]
     judged = [m["converged"] for m in metrics if "converged" in m]
     if judged:
         parts.append(f"converged {sum(value == 1 for value in judged)}/{len(judged)}")

@@ -20,14 +20,10 @@ import numpy as np
 import pandas as pd
 
 from irrepro.config import (
-    ACTIVATIONS,
-    DATA_KINDS,
-    MODELS,
-    OPTIMIZERS,
-    RANDOMNESS,
     is_mitigation_key,
     mitigation_label,
 )
+from irrepro.summary_schema import EXCESS_LOSS, LOSS, levels, loss_label, reported_loss, varying
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,15 +39,8 @@ PANEL_ORDER = ("randomness.name", "model.depth", "model.name", "data.name", "opt
 UNCONVERGED_NOTE = "hollow: not converged"
 PARAMS_LABEL = "model size (trainable parameters)"
 TOP_GROUPS = 8
-# Value orders used for bars, legends and colors; other values sort after these.
-CANONICAL = {
-    "activation.name": ACTIVATIONS, "model.name": MODELS, "randomness.name": RANDOMNESS,
-    "data.name": DATA_KINDS, "optimizer.name": OPTIMIZERS,
-}
 # Config values that are readable without their key in a label.
 SELF_NAMED = ("activation.name", "model.name", "data.name", "optimizer.name")
-# Label keys come in this order, then the rest in column order.
-KEY_ORDER = ("activation.name", "model.name", "randomness.name", "randomness.window")
 # Config values that set the parameter count: pd_by_size draws along them, not across.
 SIZE_KEYS = (
     "model.name", "model.depth", "model.width", "model.embedding_dim", "model.buckets",
@@ -76,33 +65,12 @@ def label(row: pd.Series, keys: Sequence[str] | None = None) -> str:
     return ", ".join(_part(key, row[key]) for key in keys)
 
 
-def varying(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    """Config columns of `frame` that take more than one value, minus `exclude`, and minus
-    those that the others determine (a window that follows the randomness source, say)."""
-    keys = [c for c in frame.columns if "." in c and c not in exclude]
-    keys = [c for c in keys if frame[c].nunique(dropna=False) > 1]
-    keys = sorted(keys, key=lambda k: KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER))
-    given = [c for c in exclude if c in frame.columns]
-    for key in reversed(keys[:]):
-        others = [c for c in keys if c != key] + given
-        if others and (frame.groupby(others, dropna=False)[key].nunique(dropna=False) <= 1).all():
-            keys.remove(key)
-    return keys
-
-
 def _part(key: str, value: object) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
     if key in SELF_NAMED:
         return text
     parent, leaf = key.rsplit(".", 1)
     return f"{parent.rsplit('.', 1)[-1] if leaf == 'name' else leaf}={text}"
-
-
-def levels(column: pd.Series) -> list:
-    """Distinct values of a column: canonical ones in canonical order, then the rest sorted."""
-    canonical = CANONICAL.get(column.name, ())
-    present = set(column.dropna())
-    return [v for v in canonical if v in present] + sorted(present - set(canonical))
 
 
 def _rank(column: pd.Series) -> pd.Series:
@@ -144,16 +112,6 @@ def _errors(rows: pd.DataFrame, name: str, center: str | None = None) -> list[pd
 
 def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[np.isfinite(frame["pd"])]
-
-
-def _quality(frame: pd.DataFrame) -> str:
-    """The loss a figure draws: excess log loss where there is a teacher, else log loss."""
-    excess = "excess_log_loss_mean"
-    return "excess_log_loss" if excess in frame and frame[excess].notna().any() else "log_loss"
-
-
-def _loss_label(quality: str) -> str:
-    return quality.replace("_", " ")
 
 
 def _title(study: str, text: str) -> str:
@@ -399,13 +357,13 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     data = _with_pd(summary)
     if data["n_params"].nunique() < 2:
         return None
-    quality = _quality(data)
+    quality = reported_loss(data)
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
     panel_keys, line_keys = _panels(data, keys)
     order = _series_labels(data, line_keys)
-    title = _title(study, f"PD and {_loss_label(quality)} by model size")
+    title = _title(study, f"PD and {loss_label(quality)} by model size")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
@@ -413,7 +371,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
                    band=(f"{quality}_low", f"{quality}_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
-            lower.set_ylabel(f"{_loss_label(quality)} (nats)")
+            lower.set_ylabel(f"{loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
@@ -435,10 +393,10 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     groups = data.drop_duplicates("group_key")
     keys = varying(groups, exclude=("step",))
     panel_keys, line_keys = _panels(groups, keys)
-    quality = _quality(data)
+    quality = reported_loss(data)
     loss = f"{quality}_mean" if f"{quality}_mean" in data else None
     order = _series_labels(data, line_keys)
-    title = _title(study, f"PD and {_loss_label(quality)} over training")
+    title = _title(study, f"PD and {loss_label(quality)} over training")
     with _paired_panels(path, title, data, panel_keys) as (fig, panels):
         for _, rows, upper, lower in panels:
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
@@ -446,7 +404,7 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
             if loss:
                 _lines(lower, rows, line_keys, "step", loss, order=order,
                        band=(f"{quality}_low", f"{quality}_high"))
-                lower.set_ylabel(f"{_loss_label(quality)} (nats)")
+                lower.set_ylabel(f"{loss_label(quality)} (nats)")
                 positive = (data[loss] > 0).all()
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
             for ax in (upper, lower):
@@ -465,17 +423,17 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     data = _with_pd(summary)
     if len(data) < 2:
         return None
-    quality = f"{_quality(data)}_mean"
+    quality = f"{reported_loss(data)}_mean"
     activations = levels(data["activation.name"])
     models = levels(data["model.name"])
-    title = f"PD vs {_loss_label(quality.removesuffix('_mean'))}"
+    title = f"PD vs {loss_label(quality.removesuffix('_mean'))}"
     with _figure(path, _title(study, title)) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
             colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
             faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
                                                                strict=True)]
-            ax.errorbar(rows[quality], rows["pd"], xerr=_errors(rows, _quality(data), quality),
+            ax.errorbar(rows[quality], rows["pd"], xerr=_errors(rows, reported_loss(data), quality),
                         yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
                         elinewidth=0.8, zorder=1)
             ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
@@ -613,7 +571,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     data = _with_pd(summary)
     if not _has_mitigations(data) or len(data) < 2:
         return None
-    quality = _quality(data)
+    quality = reported_loss(data)
     arms = _mitigation_labels(data)
     kinds = _mitigation_kinds(data)
     data = data.assign(arm=arms, kind=kinds.where(kinds != "none", arms))  # a star each
@@ -625,7 +583,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     kinds, arms = levels(data["kind"]), levels(data["arm"])
     kind_of = dict(zip(data["arm"], data["kind"], strict=True))
     strengths = {arm: [a for a in arms if kind_of[a] == kind_of[arm]].index(arm) for arm in arms}
-    with _figure(path, _title(study, f"PD vs {_loss_label(quality)} by mitigation"),
+    with _figure(path, _title(study, f"PD vs {loss_label(quality)} by mitigation"),
                  len(panels), width=max(7.0, 5.0 * len(panels))) as (fig, axes):
         for ax, (name, rows) in zip(axes, panels, strict=True):
             ax.errorbar(rows[f"{quality}_mean"], rows["pd"],
@@ -640,7 +598,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                            marker=marker, facecolors=color if done else "white",
                            edgecolors="black" if plain else color, zorder=2, label=row["arm"])
             ax.set_title(name, fontsize="small")
-            ax.set_xlabel(f"{_loss_label(quality)} (nats)")
+            ax.set_xlabel(f"{loss_label(quality)} (nats)")
         axes[0].set_ylabel(PD_LABEL)
         _legend(fig, sorted(_unique_handles(axes), key=lambda h: arms.index(h.get_label())),
                 title="color: mitigation, marker: strength, star: none")
@@ -755,8 +713,10 @@ def draw_all(
 
 
 def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
-    """PD against excess log loss for every tuning trial, colored by activation; the Pareto
+    """PD against the loss the study reports (excess log loss, or log loss without a teacher:
+    whichever column the trials have) for every tuning trial, colored by activation; the Pareto
     front (no trial better in both) outlined and joined by a step line."""
+    loss = EXCESS_LOSS if EXCESS_LOSS in trials else LOSS
     with _figure(path, _title(study, "accuracy and reproducibility of each trial"), 1) as (
         fig, axes,
     ):
@@ -764,17 +724,18 @@ def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
         key = "activation" if "activation" in trials.columns else None
         groups = trials.groupby(key) if key else [("trials", trials)]
         for i, (name, rows) in enumerate(groups):
-            ax.scatter(rows["excess_log_loss"], rows["pd"], s=24, alpha=0.75, label=str(name),
+            ax.scatter(rows[loss], rows["pd"], s=24, alpha=0.75, label=str(name),
                        color=_style(i)["color"])
-        front = trials[trials["pareto"]].sort_values("excess_log_loss")
-        ax.scatter(front["excess_log_loss"], front["pd"], s=70, facecolors="none",
+        front = trials[trials["pareto"]].sort_values(loss)
+        ax.scatter(front[loss], front["pd"], s=70, facecolors="none",
                    edgecolors="black", linewidths=1.2, label="Pareto front")
-        ax.step(front["excess_log_loss"], front["pd"], where="post", color="black",
+        ax.step(front[loss], front["pd"], where="post", color="black",
                 linewidth=0.8)
         # Both objectives span decades; symlog keeps an excess loss at or below 0 on the axis.
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_yscale("log")
-        ax.set_xlabel("excess log loss over the teacher (nats, symlog scale)")
+        over = " over the teacher" if loss == EXCESS_LOSS else ""
+        ax.set_xlabel(f"{loss_label(loss)}{over} (nats, symlog scale)")
         ax.set_ylabel(PD_LABEL + " (log scale)")
         ax.legend(fontsize="small")
     return Path(path)

@@ -23,7 +23,7 @@ from irrepro.analysis import (
 from irrepro.comparisons import PairPD, compare_pd
 from irrepro.config import is_mitigation_key, mitigation_label
 from irrepro.data import make_dataset
-from irrepro.figures import varying
+from irrepro.summary_schema import varying
 
 MEASURES = ("mitigation", "runs", "pd", "pd_none", "ratio", "ratio_low", "ratio_high",
             "p_value", "p_adjusted", "loss", "loss_none", "loss_difference",

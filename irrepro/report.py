@@ -11,6 +11,7 @@ import pandas as pd
 
 from irrepro import analysis, comparisons, figures, mitigation_effects
 from irrepro.names import folder_name
+from irrepro.summary_schema import loss_label, reported_loss, varying
 from irrepro.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def analyze(
     per_example = {g.key: analysis.per_example(g, basis) for g in groups if len(g.run_ids) >= 2}
     reports = reports_dir / study
     reports.mkdir(parents=True, exist_ok=True)
-    varying = figures.varying(summary)
+    columns = varying(summary)
     summary.to_csv(reports / "summary.csv", index=False)
     ensembles.to_csv(reports / "ensembles.csv", index=False)
     (reports / "by_step.csv").unlink(missing_ok=True)
@@ -76,7 +77,7 @@ def analyze(
         by_step.to_csv(reports / "by_step.csv", index=False)
     text = f"# {study}\n\n{selection.describe()}, {len(groups)} groups.\n\n"
     (reports / "summary.md").write_text(text + analysis.markdown_table(
-        readable_summary(summary, varying)))
+        readable_summary(summary, columns)))
     compared.to_csv(reports / "comparisons.csv", index=False)
     (reports / "comparisons.md").write_text(comparisons.markdown(compared, study))
     for stale in ("mitigations.csv", "mitigations.md"):
@@ -93,7 +94,7 @@ def analyze(
         run_id = _log_analysis_run(tracker, study, reports, figures_dir / study, groups)
     log.info("wrote %s and %d figures in %s", reports, len(drawn), figures_dir / study)
     written = [reports / name for name in TABLES if (reports / name).exists()]
-    return Analysis(summary, varying, written + drawn, run_id)
+    return Analysis(summary, columns, written + drawn, run_id)
 
 
 def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> str:
@@ -111,18 +112,17 @@ def _log_analysis_run(tracker, study, reports, figure_folder, groups) -> str:
     return run_id
 
 
-def readable_summary(summary: pd.DataFrame, varying: list[str] | None = None) -> pd.DataFrame:
-    """The columns people read: config values that vary within the study (`varying`, else
-    found by `figures.varying`), then runs, PD, relative PD and churn, excess loss (log loss
+def readable_summary(summary: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The columns people read: config values that vary within the study (`columns`, else
+    found by `summary_schema.varying`), then runs, PD, relative PD and churn, excess loss (log loss
     without a teacher) and accuracy, each with its 95% interval over seeds and test examples;
     the seeds PD's interval would need for a half-width of 10%, and convergence."""
-    table = summary[figures.varying(summary) if varying is None else varying].copy()
+    table = summary[varying(summary) if columns is None else columns].copy()
     table["runs"] = summary["n_runs"]
     for name, heading in (("pd", "PD"), ("pd_relative", "relative PD"), ("churn", "churn")):
         table[f"{heading} [95% CI]"] = _with_interval(summary, name, name)
-    quality = ("excess_log_loss" if "excess_log_loss_mean" in summary
-               and summary["excess_log_loss_mean"].notna().any() else "log_loss")
-    table[f"{quality.replace('_', ' ')} [95% CI]"] = _with_interval(
+    quality = reported_loss(summary)
+    table[f"{loss_label(quality)} [95% CI]"] = _with_interval(
         summary, f"{quality}_mean", quality)
     table["accuracy [95% CI]"] = _with_interval(summary, "accuracy_mean", "accuracy")
     table["seeds for ±10%"] = summary["seeds_for_10pct"].map(

@@ -12,9 +12,8 @@ from irrepro import analysis, figures
 from irrepro.config import Config, group_key, unused_keys
 from irrepro.job import job_seeds
 from irrepro.names import folder_name
+from irrepro.summary_schema import EXCESS_LOSS, reported_loss
 from irrepro.tracking import Tracker
-
-OBJECTIVES = ("excess_log_loss", "pd")
 
 
 def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
@@ -31,7 +30,7 @@ def trial_objectives(config: Config, tracker: Tracker) -> tuple[float, float]:
             f"trial {config.optuna.trial}: fewer than 2 replicas finished, PD is undefined"
         )
     row = analysis.summarize(groups[0])
-    return row.get("excess_log_loss_mean", row["log_loss_mean"]), row["pd"]
+    return row[f"{reported_loss(pd.DataFrame([row]))}_mean"], row["pd"]
 
 
 class TrialGroup(NamedTuple):
@@ -55,13 +54,14 @@ def trials_frame(storage: str, study_name: str, groups: dict[int, TrialGroup] | 
     except KeyError as error:
         raise analysis.AnalysisError(f"no optuna study {study_name!r} in {storage}") from error
     front = {trial.number for trial in study.best_trials}
+    objectives = objective_names(groups)
     rows = []
     for trial in study.trials:
         if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
         group = (groups or {}).get(trial.number)
         rows.append({
-            "trial": trial.number, **dict(zip(OBJECTIVES, trial.values, strict=True)),
+            "trial": trial.number, **dict(zip(objectives, trial.values, strict=True)),
             "pd_low": np.nan if group is None else group.row["pd_low"],
             "pd_high": np.nan if group is None else group.row["pd_high"],
             "pareto": trial.number in front,
@@ -70,7 +70,14 @@ def trials_frame(storage: str, study_name: str, groups: dict[int, TrialGroup] | 
         })
     if not rows:
         raise analysis.AnalysisError(f"optuna study {study_name!r} has no complete trial")
-    return pd.DataFrame(rows).sort_values("excess_log_loss", kind="stable")
+    return pd.DataFrame(rows).sort_values(objectives[0], kind="stable")
+
+
+def objective_names(groups: dict[int, TrialGroup] | None) -> tuple[str, str]:
+    """The names of a study's two objectives: the loss its trials' groups report (excess log
+    loss with a teacher, log loss without; excess where no group is known) and PD."""
+    rows = pd.DataFrame([group.row for group in (groups or {}).values()])
+    return (reported_loss(rows) if len(rows) else EXCESS_LOSS), "pd"
 
 
 def _ignored(param: str, ignored: tuple[str, ...]) -> bool:
@@ -101,7 +108,8 @@ def pareto_report(storage: str, study_name: str, reports_dir: Path, figures_dir:
     reports.mkdir(parents=True, exist_ok=True)
     frame.to_csv(reports / "trials.csv", index=False)
     # Trials that drew the same configuration (and so the same runs) appear once.
-    front = frame[frame["pareto"]].drop(columns="pareto").drop_duplicates(OBJECTIVES)
+    front = frame[frame["pareto"]].drop(columns="pareto").drop_duplicates(
+        objective_names(groups))
     front.to_csv(reports / "pareto.csv", index=False)
     (reports / "pareto.md").write_text(
         f"# {study_name}: Pareto front ({len(front)} distinct of {len(frame)} trials)\n\n"

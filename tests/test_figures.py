@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from irrepro import figures
+from irrepro import figures, summary_schema
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG = {
@@ -191,8 +191,8 @@ def test_label_shows_values_with_short_keys():
 
 def test_varying_lists_changing_config_columns_in_label_order():
     summary = grid_summary()
-    assert figures.varying(summary) == ["activation.name", "model.name", "randomness.name"]
-    assert figures.varying(summary, exclude=("model.name",)) == [
+    assert summary_schema.varying(summary) == ["activation.name", "model.name", "randomness.name"]
+    assert summary_schema.varying(summary, exclude=("model.name",)) == [
         "activation.name", "randomness.name"
     ]
 

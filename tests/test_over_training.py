@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from irrepro import analysis, figures, metrics, uncertainty
+from irrepro import analysis, figures, metrics, summary_schema, uncertainty
 from irrepro.job import run_job
 from irrepro.report import analyze, readable_summary
 from irrepro.schedule import checkpoint_steps
@@ -166,7 +166,7 @@ def test_a_figure_with_too_many_series_becomes_small_multiples(tmp_path, monkeyp
             "converged": i % 5 != 0,
         })
     summary = pd.DataFrame(rows)
-    assert figures.varying(summary, exclude=figures.SIZE_KEYS) == ["activation.name",
+    assert summary_schema.varying(summary, exclude=figures.SIZE_KEYS) == ["activation.name",
                                                                     "randomness.name"]
     path = figures.pd_by_size(summary, tmp_path / "size.png")
     assert path is not None and path.stat().st_size > 5000

@@ -110,3 +110,29 @@ def test_the_front_leaves_blank_the_params_a_trial_s_options_ignore(tmp_path):
     assert tuple(front.loc["smelu", ["pd_low", "pd_high"]]) == (0.02, 0.06)
     table = (tmp_path / "reports" / "tune" / "pareto.md").read_text()
     assert "| relu |  |" in table and "| smelu | 0.5 |" in table
+
+
+def test_a_study_on_data_without_a_teacher_names_its_loss_objective_log_loss(tmp_path,
+                                                                            monkeypatch):
+    """Without a teacher the first objective is the plain log loss, and says so: in the
+    trials' columns and on the Pareto figure's axis."""
+    from matplotlib.figure import Figure
+
+    from irrepro import figures
+    from irrepro.tuning import TrialGroup, objective_names
+
+    def group(excess):
+        return {0: TrialGroup(pd.Series({"log_loss_mean": 0.3, "excess_log_loss_mean": excess,
+                                         "pd": 0.01}), ())}
+
+    assert objective_names(group(np.nan)) == ("log_loss", "pd")
+    assert objective_names(group(0.02)) == ("excess_log_loss", "pd")
+    labels, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *args, **kwargs: (
+        labels.append(fig.axes[0].get_xlabel()), save(fig, *args, **kwargs)))
+    for loss, label in (("log_loss", "log loss"),
+                        ("excess_log_loss", "excess log loss over the teacher")):
+        trials = pd.DataFrame({"trial": [0, 1], loss: [0.3, 0.2], "pd": [0.01, 0.02],
+                               "pareto": [True, True]})
+        figures.pareto(trials, tmp_path / f"{loss}.png")
+        assert labels[-1] == f"{label} (nats, symlog scale)"
