@@ -39,6 +39,7 @@ PANEL_ORDER = ("randomness.name", "model.depth", "model.name", "data.name", "opt
 UNCONVERGED_NOTE = "hollow: not converged"
 PARAMS_LABEL = "model size (trainable parameters)"
 TOP_GROUPS = 8
+DPI = 110
 # Config values that are readable without their key in a label.
 SELF_NAMED = ("activation.name", "model.name", "data.name", "optimizer.name")
 # Config values that set the parameter count: pd_by_size draws along them, not across.
@@ -174,10 +175,15 @@ def _figure(path: str | Path, title: str, ncols: int = 1, width: float = 7.0, **
     try:
         fig.suptitle(title)
         yield fig, axes[0]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    """Every figure is saved here, at one resolution."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
 
 
 def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
@@ -259,8 +265,7 @@ def _paired_panels(path: str | Path, title: str, frame: pd.DataFrame, panel_keys
             axes[2 * row, col].set_visible(False)
             axes[2 * row + 1, col].set_visible(False)
         yield fig, placed
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        _save(fig, path)
     finally:
         plt.close(fig)
 
