@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import socket
 import tempfile
@@ -64,6 +65,57 @@ def _store_lock(uri: str, purpose: str = "") -> Iterator[None]:
         yield
 
 
+# A new SQLite store is made here, beside its place, then renamed into it.
+CREATING = ".creating-"
+
+
+def _is_new(path: Path) -> bool:
+    """Whether a SQLite store's file is still to be made (absent, or empty: no tables)."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Make and migrate a new SQLite store in a temporary file in its folder, then rename it
+    into place: a process killed meanwhile leaves no store, only temporary files, which the
+    next creation removes. Call under `_store_lock`.
+
+    The temporary file is thrown away unless complete, so its migration runs without
+    SQLite's syncs to disk (2-3 times faster here); the file is synced once, before the
+    rename."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+    from sqlalchemy import event
+
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}{CREATING}*"):
+        leftover.unlink(missing_ok=True)
+    temporary = path.with_name(f"{path.name}{CREATING}{os.getpid()}")
+    engine = create_sqlalchemy_engine(f"sqlite:///{temporary}")
+
+    @event.listens_for(engine, "connect")
+    def unsynced(connection, _record):
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA journal_mode=MEMORY")
+
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    _sync(temporary)
+    os.replace(temporary, path)
+    _sync(path.parent)  # the new name too outlives a crash of the machine
+
+
+def _sync(path: Path) -> None:
+    """Flush a file or folder to disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def _retrying(call, *args, attempts: int = 8, **kwargs):
     """Call an MLflow function, retrying with backoff while SQLite reports a locked database."""
     for attempt in range(attempts):
@@ -89,6 +141,9 @@ class Tracker:
             _check_reachable(uri)
         with _store_lock(uri):
             try:
+                path = sqlite_path(uri)
+                if path is not None and _is_new(path):
+                    _create_sqlite_store(path)
                 self.client = MlflowClient(tracking_uri=uri)
                 self.writer = writer_for(self.client, _retrying)
                 self.experiment_id = self._experiment_id(experiment, create)
