@@ -183,6 +183,8 @@ def _validate_node(node: Any, prefix: str) -> None:
         rules = f.metadata.get("rules", {})
         if value is None:  # an optional key left unset
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(rules['choices'])}")
         if "gt" in rules and not value > rules["gt"]:
