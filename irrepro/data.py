@@ -262,6 +262,10 @@ def _from_frames(train: pd.DataFrame, test: pd.DataFrame | None, label: str,
     if classes.size < 2:
         raise DataError(f"data.label: column {label!r} of {source} holds a single class "
                         f"({classes[0]!r})")
+    if classes.size > config.max_classes:
+        raise DataError(f"data.label: column {label!r} of {source} holds {classes.size} "
+                        f"distinct values, more classes than data.max_classes="
+                        f"{config.max_classes} (a continuous target?)")
     if test is None:
         train_rows, test_rows = _split(labels, config)
         train, test = train.iloc[np.sort(train_rows)], train.iloc[np.sort(test_rows)]

@@ -178,3 +178,11 @@ def test_a_float_key_that_is_not_finite_is_refused_naming_it(value):
         with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* must be a finite number$"):
             config(**{key: value})
 
+
+def test_the_limit_on_classes_is_a_key_of_real_data_runs_unless_at_its_default():
+    # the analysis rebuilds a run's data from its params: a raised limit must be among them
+    assert "max_classes" not in run_params(config(**TABLE))["data"]
+    assert run_params(config(**TABLE, **{"data.max_classes": 500}))["data"]["max_classes"] == 500
+    assert group_key(config(**{"data.max_classes": 500})) == group_key(config())  # synthetic
+    with pytest.raises(ConfigError, match=r"data\.max_classes=1 must be >= 2"):
+        config(**{"data.max_classes": 1})

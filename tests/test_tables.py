@@ -137,6 +137,18 @@ def test_a_header_that_names_a_column_twice_is_refused(tmp_path, extension):
         load(str(path))
 
 
+def test_a_continuous_label_is_refused_unless_data_max_classes_allows_its_values(tmp_path):
+    # 120 prices, each twice: a split stratified by them works, and would train 120 classes
+    frame = table(240)
+    frame["kind"] = np.repeat(np.random.default_rng(0).lognormal(3, 1, 120).round(2), 2)
+    path = write(frame, tmp_path / "rows.csv")
+    with pytest.raises(DataError, match=r"^data\.label: column 'kind' of .*rows\.csv holds 120 "
+                                        r"distinct values, more classes than "
+                                        r"data\.max_classes=100 \(a continuous target\?\)$"):
+        load(path)
+    assert load(path, max_classes=120, test_fraction=0.5).n_classes == 120
+
+
 def test_infinite_values_in_a_test_file_are_refused(tmp_path):
     test = write(with_infinities(table()), tmp_path / "test.csv")
     with pytest.raises(DataError, match=r"column 'age' of .*test\.csv has 2 infinite values"):
