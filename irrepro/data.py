@@ -121,6 +121,11 @@ def _synthetic(config: DataConfig) -> Dataset:
     teacher = make_teacher(config, rng)
     x_train, y_train, _ = _sample(teacher, config.n_train, config.dim, rng)
     x_test, y_test, p_test = _sample(teacher, config.n_test, config.dim, rng)
+    for name, labels in (("training", y_train), ("test", y_test)):
+        if np.unique(labels).size < 2:
+            raise DataError(f"data.bias={config.bias}, data.scale={config.scale}: the teacher "
+                            f"labels all {labels.size} {name} examples {labels[0]:g}, a single "
+                            "class")
     digest = _digest(x_train, y_train, x_test, y_test)
     return Dataset(x_train, y_train, x_test, y_test, p_test, digest)
 
