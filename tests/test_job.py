@@ -1,9 +1,12 @@
 """A job's runs always end: FINISHED, FAILED with a reason, or KILLED."""
 
+import math
 import os
 import signal
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from irrepro import job
@@ -76,3 +79,17 @@ def test_an_ignored_ctrl_c_stays_ignored_while_training(tmp_path, request):
     request.addfinalizer(lambda: setattr(job, "train_replicas", saved))
     summary = run_job(make_config(replicas=2), Tracker(store_uri(tmp_path), "ignored"))
     assert seen == [signal.SIG_IGN] and sorted(summary.finished) == [0, 1]
+
+
+def test_a_test_file_of_one_class_finishes_its_runs_with_auc_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=60), "y": np.resize([0, 1], 60)})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    rows[rows.y == 1].to_csv(tmp_path / "test.csv", index=False)
+    config = make_config(replicas=2, **{
+        "data.name": "table", "data.path": str(tmp_path / "train.csv"), "data.label": "y",
+        "data.test_path": str(tmp_path / "test.csv")})
+    tracker = Tracker(store_uri(tmp_path), "one-class")
+    assert sorted(run_job(config, tracker).finished) == [0, 1]
+    for run in tracker.search(""):
+        assert math.isnan(run.data.metrics["auc"]) and run.data.metrics["accuracy"] >= 0
