@@ -1,6 +1,7 @@
 """Selection, grouping and summaries over a real (temporary) MLflow store, in process."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,3 +142,27 @@ def test_an_analysis_with_no_group_left_says_why(tmp_path):
     tracker.client.set_tag(summary.finished[0], "data_hash", "other")
     with pytest.raises(analysis.AnalysisError, match="1 different data hash"):
         analyze(tracker, "empty", tmp_path / "reports", tmp_path / "figures")
+
+
+def test_predictions_that_are_not_probabilities_are_refused_naming_the_run(tmp_path):
+    tracker = Tracker(store_uri(tmp_path), "bad")
+    summary = run_job(make_config(**{"train.checkpoints": 2}), tracker)
+    run_id = summary.finished[0]
+    folder = Path(tracker.client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    good = np.load(folder / "predictions.npy")
+    cases = [(np.where(good > 0.5, 1.5, good).astype(np.float32), r"outside \[0, 1\]"),
+             (np.where(good > 0.5, np.nan, good).astype(np.float32), "not finite"),
+             ((good > 0.5).astype(np.int64), "holds int64 values, not probabilities")]
+    for bad, message in cases:
+        np.save(folder / "predictions.npy", bad)
+        with pytest.raises(analysis.AnalysisError,
+                           match=rf"^run {run_id}: predictions\.npy .*{message}") as error:
+            analysis.build_groups(tracker, analysis.select_runs(tracker))
+        assert "\n" not in str(error.value)
+    np.save(folder / "predictions.npy", good)
+    with np.load(folder / "checkpoints.npz") as stored:
+        steps, history = stored["steps"], stored["predictions"]
+    np.savez(folder / "checkpoints.npz", steps=steps, predictions=history - 1)
+    with pytest.raises(analysis.AnalysisError, match=rf"^run {run_id}: checkpoints\.npz holds "
+                                                     r"values outside \[0, 1\]"):
+        analysis.build_groups(tracker, analysis.select_runs(tracker))
