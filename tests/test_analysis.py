@@ -92,6 +92,11 @@ def test_a_single_run_group_is_reported_not_dropped(tmp_path, caplog):
     analyze(tracker, "single", tmp_path / "reports", tmp_path / "figures", log_run=False)
     warnings = [r for r in caplog.records if "fewer than 3 seeds" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    single = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "1 of 1 groups hold a single run: they have no PD" in r.getMessage()]
+    assert len(single) == 1
+    table = (tmp_path / "reports" / "single" / "summary.md").read_text()
+    assert table.count("| n/a: 1 run ") == 3  # PD, relative PD, churn
 
 
 def test_two_seeds_get_no_interval_over_seeds_and_the_table_says_so(tmp_path):
