@@ -21,7 +21,13 @@ from irrepro.config import Config, config_hash, flatten, group_key, run_params
 from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import run_metrics
 from irrepro.schedule import converged
-from irrepro.training import ReplicaResult, check_trainable, parameter_count, train_replicas
+from irrepro.training import (
+    ReplicaResult,
+    check_memory,
+    check_trainable,
+    parameter_count,
+    train_replicas,
+)
 
 log = logging.getLogger(__name__)
 # The label values in class-index order: index i of a prediction row is classes[i]; for two
@@ -60,10 +66,11 @@ def run_name(config: Config) -> str:
 
 def prepare_job(config: Config) -> Dataset:
     """The job's data, once they and its model are known to work: bad data (DataError), a
-    module that does not load, build or batch (ModuleError) or checkpoints the steps cannot
-    hold (ConfigError) fail here, before any run starts."""
+    module that does not load, build or batch (ModuleError), checkpoints the steps cannot
+    hold or more seeds than memory holds (ConfigError) fail here, before any run starts."""
     dataset = make_dataset(config.data)
     check_trainable(config, dataset)
+    check_memory(config, dataset, len(job_seeds(config)))
     return dataset
 
 
