@@ -139,6 +139,8 @@ class Tracker:
         self._artifact_uris: dict[str, str] = {}
         if uri.startswith(("http://", "https://")):
             _check_reachable(uri)
+        if uri.startswith("postgresql"):
+            _check_database(uri)
         with _store_lock(uri):
             try:
                 path = sqlite_path(uri)
@@ -307,6 +309,25 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
     except OSError as error:
         raise TrackingError(f"tracking server {uri} does not answer: {error}") from error
+
+
+def _check_database(uri: str, timeout: int = 5) -> None:
+    """Fail fast on a PostgreSQL server that does not answer or lets no one in: MLflow would
+    retry its first connection for two minutes, a warning each time."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                      connect_args={"connect_timeout": timeout})
+    try:
+        engine.connect().close()
+    except Exception as error:  # the driver's, wrapped by SQLAlchemy, or a missing driver
+        server = engine.url.render_as_string(hide_password=True)
+        lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+        raise TrackingError(f"database {server} does not answer: "
+                            f"{lines[0] if lines else type(error).__name__}") from error
+    finally:
+        engine.dispose()
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,10 @@
 import multiprocessing
 import time
 
-from irrepro.tracking import CREATING, Tracker
+import pytest
+
+from irrepro.tracking import CREATING, Tracker, TrackingError
+from tests.cli import free_port
 
 KILLS = 16
 
@@ -38,3 +41,15 @@ def test_a_store_killed_while_it_is_made_is_absent_or_whole(tmp_path):
         assert [run.info.run_id for run in tracker.search("")] == [run_id]
         assert not list(tmp_path.glob(f"{path.name}{CREATING}*"))
     assert len(midway) >= KILLS // 4  # killed while the store was being made
+
+
+def test_a_postgresql_store_that_does_not_answer_fails_at_once_in_one_line(caplog):
+    port = free_port()  # nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(TrackingError) as error:
+        Tracker(f"postgresql://irrepro:secret@127.0.0.1:{port}/irrepro", "irrepro")
+    assert time.perf_counter() - started < 15
+    assert str(error.value).startswith(
+        f"database postgresql://irrepro:***@127.0.0.1:{port}/irrepro does not answer: ")
+    assert "\n" not in str(error.value) and "secret" not in str(error.value)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
