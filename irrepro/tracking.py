@@ -135,6 +135,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        self.experiment = experiment
         # Artifact URI of each run started here, until its files are written or it ends.
         self._artifact_uris: dict[str, str] = {}
         if uri.startswith(("http://", "https://")):
@@ -204,6 +205,29 @@ class Tracker:
         """A context in which no other process does `purpose` on this store (SQLite stores,
         through a lock file beside it; other stores are not locked)."""
         return _store_lock(self.uri, purpose)
+
+    def claim_sweep(self, sweep_id: str) -> SweepClaim:
+        """Hold the experiment for sweep `sweep_id` until the claim is released or this process
+        ends: on a SQLite store, through a lock file beside it, so that another sweep of the
+        experiment stops at once (TrackingError naming this one) instead of training the same
+        seeds again; other stores are not locked."""
+        path = sqlite_path(self.uri)
+        if path is None:
+            return SweepClaim(None)
+        handle = open(path.with_name(f"{path.name}.sweep-{self.experiment_id}.lock"), "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another sweep"
+            handle.close()
+            raise TrackingError(f"experiment {self.experiment!r} is being swept by {holder}: "
+                                "wait for it to end, or sweep into another "
+                                "tracking.experiment") from None
+        handle.truncate(0)
+        handle.write(f"sweep {sweep_id} (pid {os.getpid()} on {socket.gethostname()})\n")
+        handle.flush()
+        return SweepClaim(handle)
 
     def read_artifact(self, run: Any, name: str) -> bytes:
         """One artifact file of a run: read in place from a local artifact folder, else
@@ -287,6 +311,18 @@ class Tracker:
             reason = "the process running it ended without a word"
             self.end_runs(dict.fromkeys(stale, reason), "KILLED")
         return len(stale)
+
+
+class SweepClaim:
+    """A sweep's hold on its experiment (see `Tracker.claim_sweep`)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def runs_url(base_url: str, experiment_id: str) -> str:

@@ -1,12 +1,14 @@
 """The tracking store: made whole or not at all, and failing fast where it cannot be reached."""
 
 import multiprocessing
+import os
+import socket
 import time
 
 import pytest
 
 from irrepro.tracking import CREATING, Tracker, TrackingError
-from tests.cli import free_port
+from tests.cli import free_port, runs, start_train, store_uri
 
 KILLS = 16
 
@@ -53,3 +55,34 @@ def test_a_postgresql_store_that_does_not_answer_fails_at_once_in_one_line(caplo
         f"database postgresql://irrepro:***@127.0.0.1:{port}/irrepro does not answer: ")
     assert "\n" not in str(error.value) and "secret" not in str(error.value)
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_a_claimed_experiment_refuses_a_second_sweep_until_released(tmp_path):
+    tracker = Tracker(store_uri(tmp_path), "claimed")
+    first = tracker.claim_sweep("first")
+    with pytest.raises(TrackingError, match=r"^experiment 'claimed' is being swept by sweep first "
+                                            rf"\(pid {os.getpid()} on .*\): wait for it to end"):
+        Tracker(tracker.uri, "claimed").claim_sweep("second")
+    Tracker(tracker.uri, "other").claim_sweep("elsewhere").release()  # another experiment
+    first.release()
+    tracker.claim_sweep("third").release()
+
+
+def test_of_two_sweeps_of_one_experiment_started_at_once_one_stops_naming_the_other(tmp_path):
+    store_uri(tmp_path)
+    args = ["-m", "seed=range(4)", "data.n_train=20000", "hydra.sweeper.max_replicas=1"]
+    sweeps = [start_train([*args, f"hydra.sweep.dir={tmp_path}/multirun{index}"], tmp_path)
+              for index in range(2)]
+    errors = [sweep.communicate(timeout=300)[1] for sweep in sweeps]
+    assert sorted(sweep.returncode for sweep in sweeps) == [0, 2], errors
+    parents = [run for run in runs(tmp_path) if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    (refused,) = [index for index, sweep in enumerate(sweeps) if sweep.returncode == 2]
+    holder = sweeps[1 - refused]
+    assert errors[refused].strip() == (
+        f"train.py: error: experiment 'irrepro' is being swept by sweep "
+        f"{parents[0].data.tags['sweep_id']} (pid {holder.pid} on {socket.gethostname()}): "
+        "wait for it to end, or sweep into another tracking.experiment")
+    seeds = [run.data.tags["seed"] for run in runs(tmp_path) if run.info.status == "FINISHED"
+             and "mlflow.parentRunId" in run.data.tags]
+    assert sorted(seeds) == ["0", "1", "2", "3"]  # each trained once
