@@ -151,11 +151,11 @@ def _read_table(path: str, key: str) -> pd.DataFrame:
                         f"(use {', '.join(TABLE_READERS)})")
     if not os.path.isfile(path):
         raise DataError(f"{key}={path}: no such file")
-    header = _reading(path, key, _header, path, extension)
-    repeated = [name for name, count in Counter(header).items() if count > 1]
+    counts = Counter(_reading(path, key, _header, path, extension))
+    repeated = [name for name, count in counts.items() if count > 1 and name]  # '': unnamed
     if repeated:
         raise DataError(f"{key}={path}: its header names column {repeated[0]!r} "
-                        f"{Counter(header)[repeated[0]]} times")
+                        f"{counts[repeated[0]]} times")
     return _reading(path, key, getattr(pd, TABLE_READERS[extension]), path)
 
 

@@ -149,6 +149,12 @@ def test_a_continuous_label_is_refused_unless_data_max_classes_allows_its_values
     assert load(path, max_classes=120, test_fraction=0.5).n_classes == 120
 
 
+def test_columns_left_unnamed_are_not_names_repeated(tmp_path):
+    frame = table()[["age", "income", "kind"]]
+    frame.to_csv(tmp_path / "rows.csv", index=False, header=["", "", "kind"])
+    assert load(str(tmp_path / "rows.csv")).x_train.shape == (80, 2)
+
+
 def test_infinite_values_in_a_test_file_are_refused(tmp_path):
     test = write(with_infinities(table()), tmp_path / "test.csv")
     with pytest.raises(DataError, match=r"column 'age' of .*test\.csv has 2 infinite values"):
