@@ -147,11 +147,24 @@ def _read(run: Any, path: str | Path) -> np.ndarray:
         raise AnalysisError(
             f"run {run.info.run_id}: {PREDICTIONS} is unreadable ({error})"
         ) from error
-    if predictions.ndim not in (1, 2) or not np.isfinite(predictions).all():
-        raise AnalysisError(
-            f"run {run.info.run_id}: {PREDICTIONS} is not a finite [N] or [N, C] array"
-        )
+    if predictions.ndim not in (1, 2):
+        raise AnalysisError(f"run {run.info.run_id}: {PREDICTIONS} is not an [N] or [N, C] "
+                            f"array (its shape is {predictions.shape})")
+    _check_probabilities(run, PREDICTIONS, predictions)
     return predictions
+
+
+def _check_probabilities(run: Any, name: str, values: np.ndarray) -> None:
+    """Refuse an artifact that cannot hold probabilities: not floats, not finite, or outside
+    [0, 1]."""
+    where = f"run {run.info.run_id}: {name}"
+    if not np.issubdtype(values.dtype, np.floating):
+        raise AnalysisError(f"{where} holds {values.dtype} values, not probabilities (floats)")
+    if not np.isfinite(values).all():
+        raise AnalysisError(f"{where} holds values that are not finite")
+    if values.size and not 0 <= values.min() <= values.max() <= 1:
+        raise AnalysisError(f"{where} holds values outside [0, 1] (from {values.min():g} to "
+                            f"{values.max():g})")
 
 
 def _read_checkpoints(run: Any, path: Path, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +178,7 @@ def _read_checkpoints(run: Any, path: Path, final: np.ndarray) -> tuple[np.ndarr
         ) from error
     if predictions.shape[1:] != final.shape or len(steps) != len(predictions):
         raise AnalysisError(f"run {run.info.run_id}: {CHECKPOINTS} does not match its predictions")
+    _check_probabilities(run, CHECKPOINTS, predictions)
     return steps, predictions
 
 

@@ -28,6 +28,7 @@ OPTIMIZERS = ("sgd", "adagrad", "adam")
 MITIGATIONS = ("none", "min_entropy", "codistill", "anchor", "ema", "ensemble")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("cpu", "cuda")
+MAX_CLASSES = 100
 
 # Keys that change how or where a run executes, not what it computes.
 # Checkpoints only observe training: the final predictions do not depend on them.
@@ -60,6 +61,8 @@ class DataConfig:
     features: list[str] | None = None
     test_fraction: float = field(default=0.2, metadata=_check(gt=0.0))
     dataset: str = field(default="breast_cancer", metadata=_check(choices=SKLEARN_DATASETS))
+    # the most distinct label values taken as classes (more: a continuous target, refused)
+    max_classes: int = field(default=MAX_CLASSES, metadata=_check(ge=2))
 
 
 @dataclass
@@ -183,6 +186,8 @@ def _validate_node(node: Any, prefix: str) -> None:
         rules = f.metadata.get("rules", {})
         if value is None:  # an optional key left unset
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
         if "choices" in rules and value not in rules["choices"]:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(rules['choices'])}")
         if "gt" in rules and not value > rules["gt"]:
@@ -322,7 +327,8 @@ def _digest(data: dict[str, Any]) -> str:
 # The synthetic data's teacher and sizes (quadratic_scale aside), and the keys only real data
 # read.
 _TEACHER_KEYS = ("dim", "n_train", "n_test", "scale", "bias")
-_REAL_DATA_KEYS = ("path", "test_path", "label", "features", "test_fraction", "dataset")
+_REAL_DATA_KEYS = ("path", "test_path", "label", "features", "test_fraction", "dataset",
+                   "max_classes")
 
 
 def unused_keys(config: Config) -> tuple[str, ...]:
@@ -357,6 +363,8 @@ def unused_keys(config: Config) -> tuple[str, ...]:
         unused += [f"data.{key}" for key in _TEACHER_KEYS]
     if config.data.name == "sklearn":
         unused += ["data.path", "data.test_path", "data.label"]
+    if config.data.max_classes == MAX_CLASSES:
+        unused.append("data.max_classes")
     if config.data.name == "table":
         unused.append("data.dataset")
         if config.data.test_path:

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,6 +121,11 @@ def _synthetic(config: DataConfig) -> Dataset:
     teacher = make_teacher(config, rng)
     x_train, y_train, _ = _sample(teacher, config.n_train, config.dim, rng)
     x_test, y_test, p_test = _sample(teacher, config.n_test, config.dim, rng)
+    for name, labels in (("training", y_train), ("test", y_test)):
+        if np.unique(labels).size < 2:
+            raise DataError(f"data.bias={config.bias}, data.scale={config.scale}: the teacher "
+                            f"labels all {labels.size} {name} examples {labels[0]:g}, a single "
+                            "class")
     digest = _digest(x_train, y_train, x_test, y_test)
     return Dataset(x_train, y_train, x_test, y_test, p_test, digest)
 
@@ -135,7 +141,8 @@ def _digest(*arrays: np.ndarray, classes: tuple = ()) -> str:
 
 
 def _read_table(path: str, key: str) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame, by its extension."""
+    """A CSV or Parquet file as a DataFrame, by its extension, once its header is known to
+    name each column once (pandas would rename a repeated `y` to `y.1`)."""
     import pandas as pd
 
     extension = os.path.splitext(path)[1].lower()
@@ -144,11 +151,33 @@ def _read_table(path: str, key: str) -> pd.DataFrame:
                         f"(use {', '.join(TABLE_READERS)})")
     if not os.path.isfile(path):
         raise DataError(f"{key}={path}: no such file")
+    counts = Counter(_reading(path, key, _header, path, extension))
+    repeated = [name for name, count in counts.items() if count > 1 and name]  # '': unnamed
+    if repeated:
+        raise DataError(f"{key}={path}: its header names column {repeated[0]!r} "
+                        f"{counts[repeated[0]]} times")
+    return _reading(path, key, getattr(pd, TABLE_READERS[extension]), path)
+
+
+def _reading(path: str, key: str, read, *args):
+    """`read(*args)`, its failure a DataError naming the file."""
     try:
-        return getattr(pd, TABLE_READERS[extension])(path)
+        return read(*args)
     except (ValueError, OSError, ImportError) as error:
         message = " ".join(str(error).split())
         raise DataError(f"{key}={path}: cannot read it: {message}") from None
+
+
+def _header(path: str, extension: str) -> list[str]:
+    """The column names of a table's file as it spells them."""
+    if extension == ".csv":
+        import pandas as pd
+
+        row = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+        return list(row.iloc[0])
+    import pyarrow.parquet
+
+    return pyarrow.parquet.read_schema(path).names
 
 
 def _sklearn_frame(name: str) -> pd.DataFrame:
@@ -182,11 +211,20 @@ def _columns(frame: pd.DataFrame, label: str, features: list[str] | None, source
 
 
 def _check_complete(frame: pd.DataFrame, columns: list[str], source: str) -> None:
+    """Refuse missing and infinite values in the columns used."""
+    import pandas as pd
+
     missing = frame[columns].isna().sum()
     missing = missing[missing > 0]
     if len(missing):
         column, count = next(iter(missing.items()))
         raise DataError(f"column {column!r} of {source} has {count} missing values")
+    numbers = frame[columns].select_dtypes("number")
+    infinite = pd.Series(np.isinf(numbers.to_numpy(np.float64)).sum(axis=0), numbers.columns)
+    infinite = infinite[infinite > 0]
+    if len(infinite):
+        column, count = next(iter(infinite.items()))
+        raise DataError(f"column {column!r} of {source} has {count} infinite values")
 
 
 def _split(labels: np.ndarray, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +267,10 @@ def _from_frames(train: pd.DataFrame, test: pd.DataFrame | None, label: str,
     if classes.size < 2:
         raise DataError(f"data.label: column {label!r} of {source} holds a single class "
                         f"({classes[0]!r})")
+    if classes.size > config.max_classes:
+        raise DataError(f"data.label: column {label!r} of {source} holds {classes.size} "
+                        f"distinct values, more classes than data.max_classes="
+                        f"{config.max_classes} (a continuous target?)")
     if test is None:
         train_rows, test_rows = _split(labels, config)
         train, test = train.iloc[np.sort(train_rows)], train.iloc[np.sort(test_rows)]

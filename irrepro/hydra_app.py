@@ -198,11 +198,14 @@ class MlflowSweepCallback(Callback):
         self.parent: str | None = None
         self.sweep_id: str | None = None
         self.experiment: str | None = None
+        self.claim: tracking.SweepClaim | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_sweep(config)
             self.tracker = tracker_for(config, config.hydra.runtime.cwd)
+            sweep_id = self.sweep_id = uuid.uuid4().hex[:12]
+            self.claim = self.tracker.claim_sweep(sweep_id)  # one sweep of an experiment at once
         except (ConfigError, tracking.TrackingError) as error:
             # Hydra turns a callback's Exception into a warning: no job may run without a parent.
             print(f"train.py: error: {error}", file=sys.stderr)
@@ -210,7 +213,6 @@ class MlflowSweepCallback(Callback):
         stale = self.tracker.end_stale_runs()
         if stale:
             log.warning("marked %d runs KILLED whose process had died", stale)
-        sweep_id = self.sweep_id = uuid.uuid4().hex[:12]
         self.experiment = config.tracking.experiment
         overrides = " ".join(config.hydra.overrides.task) or "(defaults)"
         self.parent = self.tracker.start_run(
@@ -246,6 +248,7 @@ class MlflowSweepCallback(Callback):
             reason = f"{failed} of {finished + failed} jobs failed"
         self.tracker.end_run(self.parent, "FAILED" if reason else "FINISHED", reason)
         groups = self._groups(children)
+        self.claim.release()
         parent, self.parent = self.parent, None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
         os.environ.pop(tracking.SWEEP_ID_ENV, None)

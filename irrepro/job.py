@@ -22,6 +22,7 @@ from irrepro.data import Dataset, make_dataset
 from irrepro.metrics import frequency_log_loss, run_metrics
 from irrepro.training import (
     ReplicaResult,
+    check_memory,
     check_trainable,
     parameter_count,
     total_steps,
@@ -66,10 +67,11 @@ def run_name(config: Config) -> str:
 
 def prepare_job(config: Config) -> Dataset:
     """The job's data, once they and its model are known to work: bad data (DataError), a
-    module that does not load, build or batch (ModuleError) or checkpoints the steps cannot
-    hold (ConfigError) fail here, before any run starts."""
+    module that does not load, build or batch (ModuleError), checkpoints the steps cannot
+    hold or more seeds than memory holds (ConfigError) fail here, before any run starts."""
     dataset = make_dataset(config.data)
     check_trainable(config, dataset)
+    check_memory(config, dataset, len(job_seeds(config)))
     return dataset
 
 

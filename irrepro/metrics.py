@@ -118,9 +118,12 @@ def _binary_auc(p: np.ndarray, positive: np.ndarray) -> float:
 def run_metrics(
     p: np.ndarray, y: np.ndarray, p_star: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Quality of one run: log loss, accuracy and AUC; with the teacher's p_star (synthetic
-    data), also the teacher's log loss and the run's log loss in excess of it."""
-    result = {"log_loss": log_loss(p, y), "accuracy": accuracy(p, y), "auc": auc(p, y)}
+    """Quality of one run: log loss, accuracy and AUC (NaN, missing, where y holds a single
+    class: it has none); with the teacher's p_star (synthetic data), also the teacher's log
+    loss and the run's log loss in excess of it."""
+    one_class = np.unique(np.asarray(y)).size < 2
+    result = {"log_loss": log_loss(p, y), "accuracy": accuracy(p, y),
+              "auc": np.nan if one_class else auc(p, y)}
     if p_star is not None:
         result["teacher_log_loss"] = log_loss(p_star, y)
         result["excess_log_loss"] = result["log_loss"] - result["teacher_log_loss"]

@@ -55,6 +55,10 @@ def analyze(
     if not groups:
         raise analysis.AnalysisError(f"nothing to analyze in {study!r}: {selection.describe()}")
     log.info("%s in %d groups", selection.describe(), len(groups))
+    single = sum(len(group.seeds) == 1 for group in groups)
+    if single:
+        log.warning("%d of %d groups hold a single run: they have no PD, relative PD or churn "
+                    "(two seeds are the least that can disagree)", single, len(groups))
     few = sum(len(group.seeds) < 3 for group in groups)
     if few:
         log.warning("%d of %d groups have fewer than 3 seeds: their PD has no interval over "
@@ -121,6 +125,7 @@ def readable_summary(summary: pd.DataFrame, columns: list[str] | None = None) ->
     table["runs"] = summary["n_runs"]
     for name, heading in (("pd", "PD"), ("pd_relative", "relative PD"), ("churn", "churn")):
         table[f"{heading} [95% CI]"] = _with_interval(summary, name, name)
+        table.loc[summary["n_runs"] == 1, f"{heading} [95% CI]"] = "n/a: 1 run"
     quality = reported_loss(summary)
     table[f"{loss_label(quality)} [95% CI]"] = _with_interval(
         summary, f"{quality}_mean", quality)

@@ -14,13 +14,16 @@ from tqdm.auto import tqdm
 from irrepro import mitigations
 from irrepro import schedule as schedules
 from irrepro.activations import get_activation
-from irrepro.config import Config, OptimizerConfig, check_steps, random_sources
+from irrepro.config import Config, ConfigError, OptimizerConfig, check_steps, random_sources
 from irrepro.data import Dataset
 from irrepro.metrics import log_loss
 from irrepro.models import (
+    PREDICT_ROWS,
     DropoutMasks,
     StackedNet,
+    aligned_rows,
     encode_inputs,
+    hidden_widths,
     init_parameters,
     pad_rows,
     perturb_one_weight,
@@ -162,13 +165,62 @@ def parameter_count(config: Config, dataset: Dataset) -> int:
 def check_trainable(config: Config, dataset: Dataset) -> None:
     """Raise before any training what would fail in it: a module that does not build, or that
     vmap cannot batch (ModuleError), or checkpoints or a burn-in that the run's steps cannot
-    hold (ConfigError)."""
+    hold, or a device this torch cannot use (ConfigError)."""
     check_steps(config, total_steps(config, len(dataset.y_train)))
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        reason = ("finds no CUDA device" if torch.backends.cuda.is_built()
+                  else "is a build without CUDA")
+        raise ConfigError(f"train.device=cuda: this torch ({torch.__version__}) {reason}")
     if config.model.name == "module":
         model = model_for(config, [config.seed] * 2, dataset)
         inputs = encode_inputs(config.model, dataset.x_train[:1])
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             model(pad_rows(inputs, dim=0).expand(2, -1, -1))
+
+
+def job_memory(config: Config, dataset: Dataset, seeds: int) -> int:
+    """A rough estimate, in bytes, of the memory a job of `seeds` seeds holds at its peak
+    beyond its data, generous by about two (measured peaks at the defaults: 0.5 MB a seed).
+    Per model (a seed's members each count): its parameters with their gradients, optimizer
+    states and copies (6 floats each); its predictions on the training set (made twice) and
+    on the test set at every checkpoint (2 float32 each: a copy while combined); its rows in
+    training order, resampled (3 int64 a row); and 4 floats per unit (inputs, hidden and
+    outputs) of a batch or a prediction chunk, for the activations and their temporaries."""
+    members = mitigations.members(config.mitigation)
+    model = model_for(config, [config.seed], dataset)
+    parameters = sum(parameter.numel() for parameter in model.parameters()) // members
+    features = encode_inputs(config.model, dataset.x_train[:1]).shape[1]
+    outputs = output_features(dataset.n_classes)
+    if config.model.name == "module":  # widths unknown: a first layer of fan-in `features`
+        hidden = parameters // features
+    else:
+        embedded = features * config.model.embedding_dim if config.model.name == "embedding" else 0
+        hidden = embedded + sum(hidden_widths(config.model))
+    rows = schedules.training_rows(len(dataset.y_train), config.randomness.subsample)
+    predicted = 2 * len(dataset.y_train) + (config.train.checkpoints + 1) * len(dataset.y_test)
+    chunk = max(PREDICT_ROWS, aligned_rows(config.train.batch_size))
+    per_model = (6 * 4 * parameters + 2 * 4 * outputs * predicted + 3 * 8 * rows
+                 + 4 * 4 * chunk * (features + hidden + outputs))
+    return seeds * members * per_model
+
+
+def check_memory(config: Config, dataset: Dataset, seeds: int) -> None:
+    """Refuse a job whose `job_memory` exceeds the memory available now (ConfigError naming
+    what sets its seeds: `seeds` where given, else `replicas`)."""
+    import psutil
+
+    needed, available = job_memory(config, dataset, seeds), psutil.virtual_memory().available
+    if needed > available:
+        key = f"seeds ({seeds} of them)" if config.seeds else f"replicas={config.replicas}"
+        raise ConfigError(f"{key}: the job would need about {_size(needed)} of memory "
+                          f"({_size(needed / seeds)} a seed), more than the "
+                          f"{_size(available)} available: train fewer seeds per job")
+
+
+def _size(size: float) -> str:
+    """A size in bytes as kB, MB, GB or TB, to 3 significant digits."""
+    exponent = min(max(int(math.log10(max(size, 1)) // 3), 1), 4)
+    return f"{size / 1000**exponent:.3g} {'kMGT'[exponent - 1]}B"
 
 
 def make_optimizer(

@@ -1,6 +1,7 @@
 """Selection, grouping and summaries over a real (temporary) MLflow store, in process."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,11 @@ def test_a_single_run_group_is_reported_not_dropped(tmp_path, caplog):
     analyze(tracker, "single", tmp_path / "reports", tmp_path / "figures", log_run=False)
     warnings = [r for r in caplog.records if "fewer than 3 seeds" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    single = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and "1 of 1 groups hold a single run: they have no PD" in r.getMessage()]
+    assert len(single) == 1
+    table = (tmp_path / "reports" / "single" / "summary.md").read_text()
+    assert table.count("| n/a: 1 run ") == 3  # PD, relative PD, churn
 
 
 def test_two_seeds_get_no_interval_over_seeds_and_the_table_says_so(tmp_path):
@@ -156,3 +162,27 @@ def test_an_analysis_with_no_group_left_says_why(tmp_path):
     tracker.client.set_tag(summary.finished[0], "data_hash", "other")
     with pytest.raises(analysis.AnalysisError, match="1 different data hash"):
         analyze(tracker, "empty", tmp_path / "reports", tmp_path / "figures")
+
+
+def test_predictions_that_are_not_probabilities_are_refused_naming_the_run(tmp_path):
+    tracker = Tracker(store_uri(tmp_path), "bad")
+    summary = run_job(make_config(**{"train.checkpoints": 2}), tracker)
+    run_id = summary.finished[0]
+    folder = Path(tracker.client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    good = np.load(folder / "predictions.npy")
+    cases = [(np.where(good > 0.5, 1.5, good).astype(np.float32), r"outside \[0, 1\]"),
+             (np.where(good > 0.5, np.nan, good).astype(np.float32), "not finite"),
+             ((good > 0.5).astype(np.int64), "holds int64 values, not probabilities")]
+    for bad, message in cases:
+        np.save(folder / "predictions.npy", bad)
+        with pytest.raises(analysis.AnalysisError,
+                           match=rf"^run {run_id}: predictions\.npy .*{message}") as error:
+            analysis.build_groups(tracker, analysis.select_runs(tracker))
+        assert "\n" not in str(error.value)
+    np.save(folder / "predictions.npy", good)
+    with np.load(folder / "checkpoints.npz") as stored:
+        steps, history = stored["steps"], stored["predictions"]
+    np.savez(folder / "checkpoints.npz", steps=steps, predictions=history - 1)
+    with pytest.raises(analysis.AnalysisError, match=rf"^run {run_id}: checkpoints\.npz holds "
+                                                     r"values outside \[0, 1\]"):
+        analysis.build_groups(tracker, analysis.select_runs(tracker))

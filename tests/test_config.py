@@ -1,9 +1,12 @@
+import dataclasses
+import math
+import re
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from irrepro.config import ConfigError, config_hash, group_key, run_params, to_config
+from irrepro.config import Config, ConfigError, config_hash, group_key, run_params, to_config
 
 
 def config(**overrides):
@@ -155,3 +158,31 @@ def test_a_schedule_other_than_constant_is_part_of_a_run_identity():
 def test_negative_seeds_fail_naming_the_key():
     with pytest.raises(ConfigError, match=r"seeds=\[3, -1\] must hold integers >= 0"):
         config(seeds=[3, -1])
+
+
+def float_keys(node, prefix=""):
+    """Every float key of a config, dotted (the schema's annotations are strings)."""
+    for spec in dataclasses.fields(node):
+        value = getattr(node, spec.name)
+        if dataclasses.is_dataclass(value):
+            yield from float_keys(value, f"{prefix}{spec.name}.")
+        elif spec.type.startswith("float"):
+            yield f"{prefix}{spec.name}"
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_float_key_that_is_not_finite_is_refused_naming_it(value):
+    keys = list(float_keys(Config()))
+    assert {"data.scale", "data.bias", "optimizer.lr", "randomness.subsample"} <= set(keys)
+    for key in keys:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* must be a finite number$"):
+            config(**{key: value})
+
+
+def test_the_limit_on_classes_is_a_key_of_real_data_runs_unless_at_its_default():
+    # the analysis rebuilds a run's data from its params: a raised limit must be among them
+    assert "max_classes" not in run_params(config(**TABLE))["data"]
+    assert run_params(config(**TABLE, **{"data.max_classes": 500}))["data"]["max_classes"] == 500
+    assert group_key(config(**{"data.max_classes": 500})) == group_key(config())  # synthetic
+    with pytest.raises(ConfigError, match=r"data\.max_classes=1 must be >= 2"):
+        config(**{"data.max_classes": 1})

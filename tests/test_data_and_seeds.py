@@ -1,9 +1,10 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 from irrepro.config import DataConfig
-from irrepro.data import make_dataset
+from irrepro.data import DataError, make_dataset
 from irrepro.seeds import numpy_generator, seed_sequence
 
 
@@ -51,3 +52,14 @@ def test_switching_one_source_on_leaves_the_others_alone():
 def test_the_default_data_keep_their_hash():
     """Runs are compared by data hash: the default synthetic data must keep theirs."""
     assert make_dataset(DataConfig()).digest == "e89d6bd9abae92eb"
+
+
+@pytest.mark.parametrize("overrides, name, label", [
+    ({"bias": 20.0}, "training", 1), ({"bias": -20.0}, "training", 0),
+    ({"n_test": 3, "scale": 0.5, "bias": 6.0}, "test", 1),
+])
+def test_a_teacher_that_labels_a_whole_set_alike_is_refused_naming_its_keys(overrides, name,
+                                                                            label):
+    with pytest.raises(DataError, match=rf"^data\.bias=.*, data\.scale=.*: the teacher labels "
+                                        rf"all \d+ {name} examples {label}, a single class$"):
+        make_dataset(DataConfig(**overrides))

@@ -1,9 +1,12 @@
 """A job's runs always end: FINISHED, FAILED with a reason, or KILLED."""
 
+import math
 import os
 import signal
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from irrepro import job, tracking
@@ -94,3 +97,17 @@ def test_a_sweep_records_the_finished_runs_it_reuses(tmp_path, monkeypatch):
     assert sorted(run.info.run_id for _, run in reused) == sorted(first.finished.values())
     assert {job_id for job_id, _ in reused} == {"sweep2-0"}
     assert tracker.reused_runs("another-sweep") == []
+
+
+def test_a_test_file_of_one_class_finishes_its_runs_with_auc_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"x": rng.normal(size=60), "y": np.resize([0, 1], 60)})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    rows[rows.y == 1].to_csv(tmp_path / "test.csv", index=False)
+    config = make_config(replicas=2, **{
+        "data.name": "table", "data.path": str(tmp_path / "train.csv"), "data.label": "y",
+        "data.test_path": str(tmp_path / "test.csv")})
+    tracker = Tracker(store_uri(tmp_path), "one-class")
+    assert sorted(run_job(config, tracker).finished) == [0, 1]
+    for run in tracker.search(""):
+        assert math.isnan(run.data.metrics["auc"]) and run.data.metrics["accuracy"] >= 0

@@ -186,6 +186,16 @@ def test_auc_one_class_raises():
         metrics.auc(np.array([0.2, 0.9]), np.array([1, 1]))
 
 
+@pytest.mark.parametrize("p, y", [
+    (np.array([0.2, 0.9, 0.6]), np.ones(3)),
+    (np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]), np.array([2, 2])),
+])
+def test_a_run_on_a_test_set_of_one_class_has_no_auc_and_its_other_metrics(p, y):
+    result = metrics.run_metrics(p, y)
+    assert math.isnan(result["auc"])
+    assert result["log_loss"] == pytest.approx(metrics.log_loss(p, y)) and result["accuracy"] > 0
+
+
 def test_mismatched_shapes_raise():
     with pytest.raises(ValueError, match="equal length"):
         metrics.log_loss(np.array([0.2, 0.9]), np.array([1, 0, 1]))

@@ -137,7 +137,8 @@ def test_fixed_runs_are_bit_identical_across_processes(tmp_path):
     "override, key",
     [("randomness.window=0", "randomness.window"), ("optimizer.lr=0", "optimizer.lr"),
      ("activation.beta=-1", "activation.beta"), ("data.dim=0", "data.dim"),
-     ("data.dim=abc", "data.dim"), ("activation=relu6", "activation")],
+     ("data.dim=abc", "data.dim"), ("activation=relu6", "activation"),
+     ("replicas=10000000", "replicas")],
 )
 def test_bad_input_fails_before_training_naming_the_key(tmp_path, override, key):
     result = train([override], tmp_path, check=False)

@@ -90,6 +90,11 @@ def with_gaps(frame):
     return frame
 
 
+def with_infinities(frame):
+    frame.loc[[2, 5], "age"] = [np.inf, -np.inf]
+    return frame
+
+
 @pytest.mark.parametrize(
     "name, frame, options, message",
     [("rows.csv", None, {}, r"data\.path=.*rows\.csv: no such file"),
@@ -98,6 +103,7 @@ def with_gaps(frame):
      ("rows.csv", table(), {"features": ["age", "height"]}, r"no column 'height'"),
      ("rows.csv", table(), {"features": ["age", "city"]}, r"column 'city' .* is not numeric"),
      ("rows.csv", with_gaps(table()), {}, r"column 'income' .* has 3 missing values"),
+     ("rows.csv", with_infinities(table()), {}, r"column 'age' .* has 2 infinite values"),
      ("rows.csv", table(classes=("yes",)), {}, r"single class \('yes'\)"),
      ("rows.csv", table(22, classes=("a",) * 10 + ("b",)), {"test_fraction": 0.9},
       r"test split leaves class 'b' out of training"),
@@ -111,6 +117,48 @@ def test_unusable_data_fail_with_one_line_naming_the_problem(tmp_path, name, fra
     with pytest.raises(DataError, match=message) as error:
         load(str(path), **options)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("extension", [".csv", ".parquet"])
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path, extension):
+    # pandas would read the second 'kind' of a CSV as 'kind.1', a feature holding the label
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    frame = table()
+    columns = [pa.array(frame[name]) for name in ("age", "kind", "kind")]
+    path = tmp_path / f"rows{extension}"
+    if extension == ".csv":
+        frame[["age", "kind", "kind"]].to_csv(path, index=False)
+    else:
+        pyarrow.parquet.write_table(pa.table(columns, names=["age", "kind", "kind"]), path)
+    with pytest.raises(DataError, match=rf"data\.path=.*rows\{extension}: its header names "
+                                        r"column 'kind' 2 times$"):
+        load(str(path))
+
+
+def test_a_continuous_label_is_refused_unless_data_max_classes_allows_its_values(tmp_path):
+    # 120 prices, each twice: a split stratified by them works, and would train 120 classes
+    frame = table(240)
+    frame["kind"] = np.repeat(np.random.default_rng(0).lognormal(3, 1, 120).round(2), 2)
+    path = write(frame, tmp_path / "rows.csv")
+    with pytest.raises(DataError, match=r"^data\.label: column 'kind' of .*rows\.csv holds 120 "
+                                        r"distinct values, more classes than "
+                                        r"data\.max_classes=100 \(a continuous target\?\)$"):
+        load(path)
+    assert load(path, max_classes=120, test_fraction=0.5).n_classes == 120
+
+
+def test_columns_left_unnamed_are_not_names_repeated(tmp_path):
+    frame = table()[["age", "income", "kind"]]
+    frame.to_csv(tmp_path / "rows.csv", index=False, header=["", "", "kind"])
+    assert load(str(tmp_path / "rows.csv")).x_train.shape == (80, 2)
+
+
+def test_infinite_values_in_a_test_file_are_refused(tmp_path):
+    test = write(with_infinities(table()), tmp_path / "test.csv")
+    with pytest.raises(DataError, match=r"column 'age' of .*test\.csv has 2 infinite values"):
+        load(write(table(), tmp_path / "train.csv"), test_path=test)
 
 
 def test_a_test_file_with_a_class_unseen_in_training_is_refused(tmp_path):

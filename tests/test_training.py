@@ -1,9 +1,15 @@
-import numpy as np
-import pytest
+import time
+from types import SimpleNamespace
 
-from irrepro.config import MODELS
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from irrepro.config import MODELS, ConfigError, to_config
 from irrepro.data import make_dataset
-from irrepro.training import build_model, train_replicas
+from irrepro.job import prepare_job
+from irrepro.training import build_model, check_memory, job_memory, train_replicas
 
 
 def predictions(config, seeds):
@@ -103,3 +109,36 @@ def predictions_and_checkpoints(config, seeds):
     data = make_dataset(config.data)
     return [(r.predictions, r.checkpoints, r.train_predictions)
             for r in train_replicas(config, seeds, data)]
+
+
+def test_a_device_this_torch_cannot_use_is_refused_before_training(tiny):
+    if torch.cuda.is_available():
+        pytest.skip("this torch has a CUDA device")
+    with pytest.raises(ConfigError, match=r"^train\.device=cuda: this torch \(.*\) "
+                                          r"(is a build without CUDA|finds no CUDA device)$"):
+        prepare_job(tiny(**{"train.device": "cuda"}))
+    with pytest.raises(ConfigError, match=r"^train\.device='mps' is not one of cpu, cuda$"):
+        tiny(**{"train.device": "mps"})
+
+
+def test_a_million_replicas_are_refused_within_seconds_for_want_of_memory():
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"^replicas=1000000: the job would need about "
+                                          r"[\d.]+ TB of memory \([\d.]+ MB a seed\), more "
+                                          r"than the [\d.]+ [kMGT]B available: train fewer "
+                                          r"seeds per job$"):
+        prepare_job(to_config({"replicas": 1_000_000}))
+    assert time.perf_counter() - started < 5
+
+
+def test_a_job_is_refused_when_its_memory_estimate_exceeds_what_is_available(tiny, monkeypatch):
+    config = tiny(seeds=[3, 5, 8], **{"model.name": "embedding", "train.checkpoints": 4})
+    dataset = make_dataset(config.data)
+    needed = job_memory(config, dataset, 3)
+    assert job_memory(config, dataset, 6) == 2 * needed
+    assert needed > job_memory(tiny(seeds=[3, 5, 8]), dataset, 3)  # a larger model
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=needed))
+    check_memory(config, dataset, 3)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=needed - 1))
+    with pytest.raises(ConfigError, match=r"^seeds \(3 of them\): the job would need"):
+        check_memory(config, dataset, 3)
