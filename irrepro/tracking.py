@@ -31,9 +31,10 @@ SWEEP_ID_ENV = "IRREPRO_SWEEP_ID"
 # under: MLflow gives a run one).
 REUSED_BY_TAG = "irrepro.reused_by."
 PREDICTIONS = "predictions.npy"
-# Disk room a job leaves free for the store to end its runs: a fixed part and one per run.
+# Disk room a job needs beyond its runs' files: for the store to end its runs (a fixed part)
+# and for the rows it logs (each param, metric, curve point and tag, with its indexes).
 ROOM_FOR_STORE = 256 * 1024
-ROOM_PER_RUN = 4 * 1024
+ROOM_PER_ROW = 512
 CHECKPOINTS = "checkpoints.npz"
 CONFIG_FILE = "config.yaml"
 
@@ -321,7 +322,7 @@ class Tracker:
         if not records:
             return
         try:
-            self._check_room(files)
+            self._check_room(records, files)
             for run_id in records:
                 self._write_artifacts(run_id, files[run_id])
             self.writer.finish_runs(records)
@@ -336,11 +337,14 @@ class Tracker:
                 raise
             raise failure from error
 
-    def _check_room(self, files: dict[str, dict[str, bytes]]) -> None:
-        """Refuse to write runs' files (an ENOSPC OSError) where they would leave a disk less
-        room than the store needs to record how the runs ended: a full disk stops a job while
-        its runs can still be ended FAILED."""
-        reserve = ROOM_FOR_STORE + ROOM_PER_RUN * len(files)
+    def _check_room(self, records: dict[str, RunRecord], files: dict[str, dict[str, bytes]]
+                    ) -> None:
+        """Refuse to log runs (an ENOSPC OSError) where their rows and files would leave a
+        disk less room than the store needs to record how the runs ended: a full disk stops a
+        job while its runs can still be ended FAILED."""
+        rows = sum(len(r.params) + len(r.metrics) + len(r.curve) + len(r.tags)
+                   for r in records.values())
+        reserve = ROOM_FOR_STORE + ROOM_PER_ROW * rows
         demand: dict[int, list] = {}  # device: [a folder on it, bytes needed]
 
         def add(path: Path, size: int) -> None:

@@ -191,7 +191,7 @@ def test_a_run_prints_its_results_and_where_it_is(train, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("overrides, reason", [
-    (["optimizer.lr=inf"], "training loss diverged (nan) by step 4"),
+    (["optimizer.lr=1e12"], "training loss diverged (nan) by step 4"),
     (["model=module", "model.target=nets.Scaled", "+model.kwargs.train_scale=nan"],
      "training loss diverged (nan) by step 4"),
     (["model=module", "model.target=nets.Scaled", "+model.kwargs.test_scale=nan"],

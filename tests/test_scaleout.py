@@ -103,7 +103,7 @@ def small_disk(tmp_path):
         pytest.skip("a full disk is made with a tmpfs mount, which needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    size = migrated_store().stat().st_size // 1024 + 640
+    size = migrated_store().stat().st_size // 1024 + 1024
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}k", "tmpfs", str(disk)],
                    check=True)
     try:
@@ -119,8 +119,11 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_leaves_nothing_half_done(
     result = train(args, small_disk, check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    [error] = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert error.startswith("train.py: error: no space left on device writing ")
+    # the line that stops the sweep, then the sweep's line for the group that failed
+    error, failed = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert " FAILED " in failed
+    assert error.startswith(("train.py: error: no space left on device writing ",
+                             "train.py: error: database or disk is full writing the tracking "))
     everything = runs(small_disk)
     assert not [r for r in everything if r.info.status == "RUNNING"]
     finished = {r.info.run_id for r in everything if r.info.status == "FINISHED"}
