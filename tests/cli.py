@@ -148,3 +148,34 @@ def throwaway_service(script, state_env, name):
         yield exports
     finally:
         subprocess.run([str(script), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def train_in_process(cwd, *overrides):
+    """train.py's task function in this process, on tiny data and the store in `cwd` (unless
+    `overrides` name another); what it returns, or the SystemExit it raises."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from irrepro.config import register_configs
+    from irrepro.hydra_app import train_from_hydra
+
+    register_configs()
+    if not any(arg.startswith("tracking.uri=") for arg in overrides):
+        overrides = (f"tracking.uri={store_uri(cwd)}", *overrides)
+    args = [*TINY_ARGS, "train.progress=false", *overrides]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = compose(config_name="config", overrides=args, return_hydra_config=True)
+        config.hydra.runtime.cwd = str(cwd)
+        HydraConfig.instance().set_config(config)
+        return train_from_hydra(config)
+
+
+def analyze_in_process(cwd, *args):
+    """analyze.py's main in this process, with its outputs in `cwd`: its exit status."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import analyze
+    finally:
+        sys.path.remove(str(ROOT))
+    return analyze.main([*args, "--reports", str(Path(cwd) / "reports"),
+                         "--figures", str(Path(cwd) / "figures")])

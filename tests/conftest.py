@@ -27,9 +27,9 @@ def tiny():
 # The slowest test files first (from --durations), so that the workers of `pytest -n`,
 # which take a file at a time (see the Makefile), finish together.
 SLOWEST_FIRST = (
-    "test_services.py", "test_study.py", "test_scaleout.py", "test_pipeline.py",
-    "test_postgres.py", "test_ui.py", "test_user_models.py", "test_slurm.py", "test_tuning.py",
-    "test_studies.py", "test_uncertainty.py",
+    "test_pipeline.py", "test_scaleout.py", "test_study.py", "test_postgres.py",
+    "test_user_models.py", "test_slurm.py", "test_studies.py", "test_uncertainty.py",
+    "test_services.py", "test_ui.py", "test_store.py", "test_tuning.py",
 )
 
 

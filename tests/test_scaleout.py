@@ -28,7 +28,8 @@ def assert_complete(cwd, seeds):
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "local_cluster"])
 def test_an_eight_job_sweep_through_a_launcher_loses_nothing(tmp_path, launcher):
-    extra = ["hydra.launcher.n_jobs=4"] if launcher == "local_parallel" else []
+    # local_parallel: eight one-seed jobs on its two processes
+    extra = ["hydra.sweeper.max_replicas=1"] if launcher == "local_parallel" else []
     train(["-m", f"hydra/launcher={launcher}", "seed=range(8)", *extra], tmp_path)
     assert_complete(tmp_path, range(8))
     assert not [r for r in runs(tmp_path) if r.info.status == "RUNNING"]
