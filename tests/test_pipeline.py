@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from irrepro.hydra_app import job_outcomes
-from tests.cli import client, runs, start_train, train
+from tests.cli import client, runs, start_train, train, train_in_process
 
 
 def children(cwd):
@@ -133,17 +133,28 @@ def test_fixed_runs_are_bit_identical_across_processes(tmp_path):
     assert np.array_equal(first, second)
 
 
+@pytest.mark.parametrize("override, key", [("data.dim=abc", "data.dim"),
+                                           ("activation=relu6", "activation")])
+def test_input_hydra_cannot_compose_fails_before_training_naming_the_key(tmp_path, override,
+                                                                         key):
+    result = train([override], tmp_path, check=False)
+    assert result.returncode != 0
+    assert key in result.stderr
+    assert runs(tmp_path) == []
+
+
 @pytest.mark.parametrize(
     "override, key",
     [("randomness.window=0", "randomness.window"), ("optimizer.lr=0", "optimizer.lr"),
      ("activation.beta=-1", "activation.beta"), ("data.dim=0", "data.dim"),
-     ("data.dim=abc", "data.dim"), ("activation=relu6", "activation"),
      ("replicas=10000000", "replicas")],
 )
-def test_bad_input_fails_before_training_naming_the_key(tmp_path, override, key):
-    result = train([override], tmp_path, check=False)
-    assert result.returncode != 0
-    assert key in result.stderr
+def test_bad_input_fails_before_training_naming_the_key(tmp_path, capsys, override, key):
+    with pytest.raises(SystemExit) as stopped:
+        train_in_process(tmp_path, override)
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("train.py: error: ") and key in line
     assert runs(tmp_path) == []
 
 
