@@ -119,8 +119,8 @@ def test_progress_bar_is_quiet_without_a_tty(sweep):
 
 
 def test_force_retrains_and_replicas_log_one_run_per_seed(tmp_path):
-    train(["seed=3", "replicas=3"], tmp_path)
-    train(["seed=3", "replicas=2", "force=true"], tmp_path)
+    train_in_process(tmp_path, "seed=3", "replicas=3")
+    train_in_process(tmp_path, "seed=3", "replicas=2", "force=true")
     seeds = sorted(int(r.data.tags["seed"]) for r in runs(tmp_path))
     assert seeds == [3, 3, 4, 4, 5]
     assert len({r.data.tags["group_key"] for r in runs(tmp_path)}) == 1
