@@ -20,19 +20,8 @@ DATA=$DIR/data
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
 
-# A new private state dir: IRREPRO_POSTGRES_DIR if given (it must not exist), else mktemp's.
-new_dir() {
-  if [ -n "${IRREPRO_POSTGRES_DIR:-}" ]; then
-    mkdir -m 700 "$IRREPRO_POSTGRES_DIR" 2>/dev/null \
-      || die "$IRREPRO_POSTGRES_DIR exists (scripts/postgres.sh stop, or name a new dir)"
-    DIR=$IRREPRO_POSTGRES_DIR
-  else
-    DIR=$(mktemp -d "${TMPDIR:-/tmp}/irrepro-postgres.XXXXXXXX")
-    mkdir -p "$(dirname "$NOTE")"
-    echo "$DIR" >"$NOTE"
-  fi
-  DATA=$DIR/data
-}
+# shellcheck source=scripts/state-dir.sh
+. "$(dirname "$0")/state-dir.sh"
 
 # Whether $DIR is a state dir of this script's, owned by this user (stop removes only such).
 ours() { [ -n "$DIR" ] && [ -d "$DIR" ] && [ ! -L "$DIR" ] && [ -f "$DIR/port" ] && [ -O "$DIR/port" ]; }
@@ -77,7 +66,8 @@ start() {
   fi
   local port=${PG_PORT:-$(python3 -c \
     'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-  new_dir
+  new_state_dir "${IRREPRO_POSTGRES_DIR:-}" irrepro-postgres "$NOTE"
+  DATA=$DIR/data
   (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' >"$DIR/password")
   echo "$port" >"$DIR/port"
   [ "$(id -u)" != 0 ] || chown postgres "$DIR" "$DIR/password"

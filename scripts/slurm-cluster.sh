@@ -20,17 +20,12 @@ SOCKET=$DIR/munge/munge.socket.2
 
 die() { echo "slurm-cluster.sh: $*" >&2; exit 1; }
 
-# A new state dir: IRREPRO_SLURM_DIR if given (it must not exist), else mktemp's.
+# shellcheck source=scripts/state-dir.sh
+. "$(dirname "$0")/state-dir.sh"
+
+# A new state dir (see state-dir.sh) that others may pass through, marked as this script's.
 new_dir() {
-  if [ -n "${IRREPRO_SLURM_DIR:-}" ]; then
-    mkdir -m 700 "$IRREPRO_SLURM_DIR" 2>/dev/null \
-      || die "$IRREPRO_SLURM_DIR exists (scripts/slurm-cluster.sh stop, or name a new dir)"
-    DIR=$IRREPRO_SLURM_DIR
-  else
-    DIR=$(mktemp -d "${TMPDIR:-/tmp}/irrepro-slurm.XXXXXXXX")
-    mkdir -p "$(dirname "$NOTE")"
-    echo "$DIR" >"$NOTE"
-  fi
+  new_state_dir "${IRREPRO_SLURM_DIR:-}" irrepro-slurm "$NOTE"
   chmod 711 "$DIR"
   : >"$DIR/irrepro-slurm"
   CONF=$DIR/slurm.conf
