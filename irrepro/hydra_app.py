@@ -148,10 +148,11 @@ def job_outcomes(children: list, reused: Sequence[tuple[str, object]] = ()
 
 def check_sweep(config: DictConfig) -> None:
     """Before any job starts (and any parent run is made), check the seed sweep's values,
-    then compose and check configurations of the sweep until each value of every other
-    swept key has been in one: a ConfigError names the swept values of the configuration.
-    Composing costs about 0.1 s, so not every combination is checked: a value refused only
-    beside another fails its job."""
+    then compose and check configurations of the sweep (their values, data and model, as a
+    job would: `prepare_job`) until each value of every other swept key has been in one: a
+    ConfigError names the swept values of the configuration. Composing costs about 0.1 s,
+    so not every combination is checked: a value refused only beside another fails its
+    job."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -168,7 +169,7 @@ def check_sweep(config: DictConfig) -> None:
     overrides = [override for override in parsed
                  if not (override.get_key_element() == "seed" and override.is_sweep_override())]
     if not any(override.is_sweep_override() for override in overrides):
-        to_config(config)
+        _check_job(config)
         return
     swept = {override.get_key_element() for override in overrides
              if override.is_sweep_override()}
@@ -180,10 +181,18 @@ def check_sweep(config: DictConfig) -> None:
             continue
         checked |= values
         try:
-            to_config(loader.load_sweep_config(config, job))
+            _check_job(loader.load_sweep_config(config, job))
         except ConfigError as error:
             named = " ".join(value for value in job if value.split("=", 1)[0] in swept)
             raise ConfigError(f"{named}: {error}") from None
+
+
+def _check_job(config: DictConfig) -> None:
+    """What a job checks before it logs anything (`prepare_job`), its errors as ConfigError."""
+    try:
+        prepare_job(to_config(config))
+    except (DataError, ModuleError) as error:
+        raise ConfigError(str(error)) from None
 
 
 class MlflowSweepCallback(Callback):

@@ -144,9 +144,14 @@ class SqlWriter:
                      for key, value in params.items()]
         def finish(session):
             self._terminate(session, list(records), "FINISHED")
-            session.add_all(rows)
-            for tag in tags:  # a tag set again replaces its value, as MLflow's set_tag does
-                session.merge(tag)
+            # A tag set again replaces its value, as MLflow's set_tag does: the old rows go
+            # in one statement, then every row is added at once.
+            keys = {tag.key for tag in tags}
+            if keys:
+                session.query(SqlTag).filter(SqlTag.run_uuid.in_(list(records)),
+                                             SqlTag.key.in_(keys)
+                                             ).delete(synchronize_session=False)
+            session.add_all(rows + tags)
 
         self.retry(self._transaction, finish)
 

@@ -263,13 +263,15 @@ def test_batched_predictions_equal_single_runs_bit_for_bit(two_stores):
         np.testing.assert_array_equal(ours, theirs, err_msg=f"group, seed {key}")
 
 
-@pytest.mark.parametrize("seed, message", [
-    ("seed=range(0)", "seed=range(0): no seeds to train"),
-    ("seed=1.5,2", "seed=1.5,2: 1.5 is not an integer >= 0"),
+@pytest.mark.parametrize("overrides, message", [
+    (["seed=range(0)"], "seed=range(0): no seeds to train"),
+    (["seed=1.5,2"], "seed=1.5,2: 1.5 is not an integer >= 0"),
+    (["seed=0,1", "data.bias=20"], "activation=relu: data.bias=20.0, data.scale=3.0: the teacher"),
 ])
-def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys, seed,
+def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys, overrides,
                                                                 message):
-    """The sweep callback checks the seeds before it makes the store and the parent run."""
+    """The sweep callback checks the seeds, and the configurations' data as their jobs
+    would, before it makes the store and the parent run."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
@@ -281,10 +283,11 @@ def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys
     store = tmp_path / "mlflow.db"
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         config = GlobalHydra.instance().hydra.compose_config(
-            "config", [seed, "activation=relu,smelu", f"tracking.uri=sqlite:///{store}"],
+            "config", [*overrides, "activation=relu,smelu", f"tracking.uri=sqlite:///{store}"],
             run_mode=RunMode.MULTIRUN, with_log_configuration=False)
         with pytest.raises(SystemExit) as stopped:
             MlflowSweepCallback().on_multirun_start(config)
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == f"train.py: error: {message}\n"
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"train.py: error: {message}")
     assert not store.exists()
