@@ -40,7 +40,8 @@ def tracker_for(config: Config | DictConfig, cwd: str) -> tracking.Tracker:
 def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     """Validate the composed config, then run the job against its tracking store.
 
-    An Optuna trial returns its two objectives (excess log loss, PD) instead of a summary.
+    An Optuna trial returns its two objectives (the loss its data report, see
+    `summary_schema.reported_loss`, and PD) instead of a summary.
     """
     try:
         typed = to_config(config)
