@@ -14,7 +14,7 @@
 # note start leaves in ~/.local/state/irrepro. PG_PORT chooses the port (default: a free one).
 set -euo pipefail
 
-NOTE=${XDG_STATE_HOME:-$HOME/.local/state}/irrepro/postgres.dir
+NOTE=${XDG_STATE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.local/state}/irrepro/postgres.dir
 DIR=${IRREPRO_POSTGRES_DIR:-$(cat "$NOTE" 2>/dev/null || true)}
 DATA=$DIR/data
 

@@ -13,7 +13,7 @@
 # ~/.local/state/irrepro. Munge's key is made anew there, never copied from the host.
 set -euo pipefail
 
-NOTE=${XDG_STATE_HOME:-$HOME/.local/state}/irrepro/slurm.dir
+NOTE=${XDG_STATE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.local/state}/irrepro/slurm.dir
 DIR=${IRREPRO_SLURM_DIR:-$(cat "$NOTE" 2>/dev/null || true)}
 CONF=$DIR/slurm.conf
 SOCKET=$DIR/munge/munge.socket.2
