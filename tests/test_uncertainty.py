@@ -132,17 +132,22 @@ def compare(a, b, paired):
                                paired=False)
 
 
+def alike_arms(rng, paired):
+    """Two arms of 10 seeds on 500 shared test examples, drawn alike: paired arms share
+    their seeds' effects, unpaired ones only the examples'."""
+    if paired:
+        return paired_arms(rng, 10, 500)
+    examples = rng.normal(0, 2, 500), rng.normal(0, 1, 500)
+    return tuple(predictions(rng, 10, 500, **SEED_EFFECTS, examples=examples)
+                 for _ in range(2))
+
+
 @pytest.mark.parametrize("paired", [True, False])
 def test_equal_pd_gives_uniform_p_values(paired):
     rng = np.random.default_rng(11 + paired)
     p_values, inside = [], 0
     for _ in range(400):
-        if paired:
-            a, b = paired_arms(rng, 10, 500)
-        else:
-            examples = rng.normal(0, 2, 500), rng.normal(0, 1, 500)
-            a, b = (predictions(rng, 10, 500, **SEED_EFFECTS, examples=examples)
-                    for _ in range(2))
+        a, b = alike_arms(rng, paired)
         result = compare(a, b, paired)
         p_values.append(result.p_value)
         inside += result.ratio_low <= 1 <= result.ratio_high
@@ -160,12 +165,7 @@ def test_a_run_metric_difference_covers_the_truth_and_keeps_its_false_positive_r
     rng = np.random.default_rng(21 + paired)
     inside = 0
     for _ in range(400):
-        if paired:
-            a, b = paired_arms(rng, 10, 500)
-        else:
-            examples = rng.normal(0, 2, 500), rng.normal(0, 1, 500)
-            a, b = (predictions(rng, 10, 500, **SEED_EFFECTS, examples=examples)
-                    for _ in range(2))
+        a, b = alike_arms(rng, paired)
         y = (rng.random(500) < 0.5).astype(np.float32)  # labels that favour neither arm
         losses = [np.stack([metrics.example_log_loss(p, y) for p in arm]) for arm in (a, b)]
         result = uncertainty.compare_runs(*losses, paired=paired)
