@@ -40,15 +40,6 @@ def span(seeds: Iterable[int]) -> str:
                     for block in blocks)
 
 
-def parse_span(text: str) -> list[int]:
-    """The seeds of `span`'s text."""
-    seeds = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("..")
-        seeds.extend(range(int(first), int(last or first) + 1))
-    return seeds
-
-
 def outcomes(runs: Iterable[Any], reused: Iterable[Any] = (),
              labels: dict[str, str] | None = None) -> list[GroupOutcome]:
     """The groups of a command's training runs (MLflow runs of any status: a seed finished when

@@ -70,8 +70,7 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
         if report_job(typed, tracker, summary, dataset.digest):
             raise SystemExit(FAILED_STATUS)
     elif os.environ.get(tracking.PARENT_RUN_ENV):
-        record_job(tracker, os.environ[tracking.PARENT_RUN_ENV], hydra_config, summary,
-                   dataset.digest)
+        record_job(tracker, os.environ[tracking.PARENT_RUN_ENV], hydra_config, summary)
     if typed.optuna.trial is not None:
         from irrepro.tuning import trial_objectives  # pandas and matplotlib: only for trials
 
@@ -79,18 +78,12 @@ def train_from_hydra(config: DictConfig) -> JobSummary | tuple[float, float]:
     return summary
 
 
-def finished_runs(tracker: tracking.Tracker, group: str, data_hash: str) -> list:
-    """The FINISHED runs of a group on the same data."""
-    return tracker.search(f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
-                          "and attributes.status = 'FINISHED'")
-
-
 def report_job(config: Config, tracker: tracking.Tracker, summary: JobSummary, data_hash: str
                ) -> bool:
     """Print the job's group line (the results of its seeds, those skipped as already FINISHED
     read from their runs) and where its runs are; on stderr, what failed. True when a seed
     failed."""
-    stored = finished_runs(tracker, summary.group_key, data_hash)
+    stored = tracker.finished_group_runs(summary.group_key, data_hash)
     trained = set(summary.finished.values())
     [group] = console.outcomes(
         [run for run in stored if run.info.run_id in trained],
@@ -112,16 +105,15 @@ def report_job(config: Config, tracker: tracking.Tracker, summary: JobSummary, d
 
 
 def record_job(tracker: tracking.Tracker, parent: str, hydra_config: DictConfig,
-               summary: JobSummary, data_hash: str) -> None:
-    """Tag the sweep's parent run with what this job was: its group, its overrides but the
-    seeds, and the seeds it skipped as already FINISHED; the sweep's summary reads them."""
+               summary: JobSummary) -> None:
+    """Tag the sweep's parent run with what this job was: its group and its overrides but the
+    seeds; the sweep's closing lines label the groups with them."""
     overrides = [override for override in hydra_config.overrides.task
                  if not _seed_override(override)]
-    record = json.dumps({"group": summary.group_key, "data_hash": data_hash,
-                         "overrides": overrides, "skipped": console.span(summary.skipped)})
+    record = json.dumps({"group": summary.group_key, "overrides": overrides})
     if len(record) > TAG_LIMIT:
         log.warning("job %s: too long to record on the parent run; the sweep's closing lines "
-                    "leave out its label and skipped seeds", hydra_config.job.num)
+                    "leave out its label", hydra_config.job.num)
         return
     tracker.set_tags(parent, {f"{JOB_TAG}{hydra_config.job.num}": record})
 
@@ -257,7 +249,7 @@ class MlflowSweepCallback(Callback):
         if failed and reason is None:
             reason = f"{failed} of {finished + failed} jobs failed"
         self.tracker.end_run(self.parent, "FAILED" if reason else "FINISHED", reason)
-        groups = self._groups(children)
+        groups = self._groups(children, [run for _, run in reused])
         self.claim.release()
         parent, self.parent = self.parent, None
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
@@ -272,19 +264,11 @@ class MlflowSweepCallback(Callback):
         tuning = any("optuna.trial" in run.data.tags for run in children)
         return any(group.failed for group in groups) and not tuning
 
-    def _groups(self, children: list) -> list[console.GroupOutcome]:
-        """The sweep's groups: its children, and the runs of the seeds its jobs skipped, labeled
-        by the overrides that differ between them (from the jobs' records on the parent)."""
+    def _groups(self, children: list, reused: list) -> list[console.GroupOutcome]:
+        """The sweep's groups: its children and the FINISHED runs its jobs `reused`, labeled by
+        the overrides that differ between them (from the jobs' records on the parent)."""
         tags = self.tracker.get_run(self.parent).data.tags
         records = [json.loads(value) for key, value in tags.items() if key.startswith(JOB_TAG)]
-        skipped: dict[tuple[str, str], set[int]] = {}
-        for record in records:
-            seeds = console.parse_span(record["skipped"])
-            if seeds:
-                skipped.setdefault((record["group"], record["data_hash"]), set()).update(seeds)
-        reused = [run for (group, data_hash), seeds in skipped.items()
-                  for run in finished_runs(self.tracker, group, data_hash)
-                  if int(run.data.tags["seed"]) in seeds]
         labels = console.varying_overrides(
             {record["group"]: record["overrides"] for record in records})
         return console.outcomes(children, reused, labels)

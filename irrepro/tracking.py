@@ -274,15 +274,17 @@ class Tracker:
                 dst_path=staging)
             return Path(path).read_bytes()
 
+    def finished_group_runs(self, group: str, data_hash: str) -> list[Any]:
+        """The FINISHED runs of a group on the same data."""
+        return self.search(f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
+                           "and attributes.status = 'FINISHED'")
+
     def finished_runs(self, group: str, data_hash: str) -> dict[int, str]:
         """Seeds of the group that already have a FINISHED run on the same data, each with the
         id of its latest such run."""
-        runs = self.search(
-            f"tags.group_key = '{group}' and tags.data_hash = '{data_hash}' "
-            "and attributes.status = 'FINISHED'"
-        )
         latest = {}
-        for run in sorted(runs, key=lambda run: run.info.end_time or 0):
+        for run in sorted(self.finished_group_runs(group, data_hash),
+                          key=lambda run: run.info.end_time or 0):
             latest[int(run.data.tags["seed"])] = run.info.run_id
         return latest
 
