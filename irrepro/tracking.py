@@ -302,14 +302,9 @@ class Tracker:
         """New RUNNING runs from (name, tags), tagged with this process so a dead one can be
         found later; returns their ids."""
         mark = {"irrepro.host": socket.gethostname(), "irrepro.pid": str(os.getpid())}
-        try:
+        with _store_writes(self.uri):
             started = self.writer.start_runs(self.experiment_id,
                                              [(name, {**tags, **mark}) for name, tags in runs])
-        except Exception as error:
-            failure = _store_failure(error, self.uri)
-            if failure is None:
-                raise
-            raise failure from error
         self._artifact_uris.update(started)
         return [run_id for run_id, _ in started]
 
@@ -323,21 +318,19 @@ class Tracker:
         params, metrics and curves and mark them FINISHED together."""
         if not records:
             return
-        try:
-            self._check_room(records, files)
-            for run_id in records:
-                self._write_artifacts(run_id, files[run_id])
-            self.writer.finish_runs(records)
-            for run_id in records:
-                self._artifact_uris.pop(run_id, None)
-        except Exception as error:
-            # A run that did not finish leaves no files (their space may be what ends the runs)
-            for run_id in records:
-                self._remove_artifacts(run_id)
-            failure = _store_failure(error, self.uri)
-            if failure is None:
+        with _store_writes(self.uri):
+            try:
+                self._check_room(records, files)
+                for run_id in records:
+                    self._write_artifacts(run_id, files[run_id])
+                self.writer.finish_runs(records)
+            except Exception:
+                # A run that did not finish leaves no files (their space may be what ends runs)
+                for run_id in records:
+                    self._remove_artifacts(run_id)
                 raise
-            raise failure from error
+        for run_id in records:
+            self._artifact_uris.pop(run_id, None)
 
     def _check_room(self, records: dict[str, RunRecord], files: dict[str, dict[str, bytes]]
                     ) -> None:
@@ -396,13 +389,8 @@ class Tracker:
         reason as a tag."""
         for run_id in reasons:
             self._artifact_uris.pop(run_id, None)
-        try:
+        with _store_writes(self.uri):
             self.writer.end_runs(reasons, status)
-        except Exception as error:
-            failure = _store_failure(error, self.uri)
-            if failure is None:
-                raise
-            raise failure from error
 
     def end_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Terminate one run (see `end_runs`)."""
@@ -446,6 +434,19 @@ class Tracker:
             reason = "the process running it ended without a word"
             self.end_runs(dict.fromkeys(stale, reason), "KILLED")
         return len(stale)
+
+
+@contextmanager
+def _store_writes(uri: str) -> Iterator[None]:
+    """Writes to the store at `uri`: one that fails for want of the store (see
+    `_store_failure`) raises a one-line TrackingError; other errors propagate as they are."""
+    try:
+        yield
+    except Exception as error:
+        failure = _store_failure(error, uri)
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def _store_failure(error: Exception, uri: str) -> TrackingError | None:
