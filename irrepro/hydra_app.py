@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -143,7 +144,8 @@ def check_sweep(config: DictConfig) -> None:
     """Before any job starts (and any parent run is made), check the seed sweep's values,
     then compose and check configurations of the sweep (their values, data and model, as a
     job would: `prepare_job`) until each value of every other swept key has been in one: a
-    ConfigError names the swept values of the configuration. Composing costs about 0.1 s,
+    ConfigError names the swept values of the configuration, and says on one line why it
+    does not compose or is refused. Composing costs about 0.1 s,
     so not every combination is checked: a value refused only beside another fails its
     job."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -175,9 +177,19 @@ def check_sweep(config: DictConfig) -> None:
         checked |= values
         try:
             _check_job(loader.load_sweep_config(config, job))
-        except ConfigError as error:
+        except (ConfigError, HydraException) as error:
             named = " ".join(value for value in job if value.split("=", 1)[0] in swept)
-            raise ConfigError(f"{named}: {error}") from None
+            raise ConfigError(f"{named}: {_one_line(error)}") from None
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line: Hydra's for a missing option lists the options, one per
+    line, then its search path."""
+    head, _, rest = str(error).partition("\n\nAvailable options in ")
+    if not rest:
+        return " ".join(head.split())
+    options = rest.split("Config search path:")[0].split(":", 1)[-1].split()
+    return f"{' '.join(head.split())} (options: {', '.join(options)})"
 
 
 def _check_job(config: DictConfig) -> None:

@@ -267,8 +267,11 @@ def test_batched_predictions_equal_single_runs_bit_for_bit(two_stores):
     (["seed=range(0)"], "seed=range(0): no seeds to train"),
     (["seed=1.5,2"], "seed=1.5,2: 1.5 is not an integer >= 0"),
     (["seed=0,1", "data.bias=20"], "activation=relu: data.bias=20.0, data.scale=3.0: the teacher"),
+    (["model=two_units,nonexistent"], "model=nonexistent activation=relu: In 'config': Could "
+     "not find 'model/nonexistent' (options: embedding, logistic, mlp, module, one_unit, "
+     "two_units)"),
 ])
-def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys, overrides,
+def test_a_bad_sweep_stops_before_any_parent_run(tmp_path, capsys, overrides,
                                                                 message):
     """The sweep callback checks the seeds, and the configurations' data as their jobs
     would, before it makes the store and the parent run."""
@@ -291,3 +294,27 @@ def test_an_empty_or_bad_seed_sweep_stops_before_any_parent_run(tmp_path, capsys
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"train.py: error: {message}")
     assert not store.exists()
+
+
+class CountingLoader(FakeLoader):
+    """A FakeLoader that records what it composed."""
+
+    def __init__(self):
+        super().__init__()
+        self.composed = []
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        self.composed.append(list(sweep_overrides))
+        return super().load_sweep_config(master_config, sweep_overrides)
+
+
+def test_jobs_are_composed_by_the_launcher_alone():
+    """The basic sweeper composes each job of a batch before launching it, in series; this
+    one leaves it to the launcher (the sweep's callback has checked each swept value)."""
+    batch = sweeper()
+    batch.hydra_context = SimpleNamespace(config_loader=CountingLoader())
+    jobs = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units")
+    batch.validate_batch_is_legal(jobs[0])
+    assert batch.hydra_context.config_loader.composed == []
+    BasicSweeper.validate_batch_is_legal(batch, jobs[0])
+    assert len(batch.hydra_context.config_loader.composed) == 6

@@ -5,7 +5,7 @@ basic sweeper does (it is the basic sweeper), then gives each of their configura
 of several seeds (``seeds=[...]``) instead of one job per seed: as many per configuration
 as it takes to give every worker of the launcher a job, none above ``max_replicas`` seeds
 (see :mod:`~hydra_plugins.irrepro_batch_sweeper.plan`). Without a seed axis it is the
-basic sweeper.
+basic sweeper. Either way, composing each job is left to the launcher.
 """
 
 import logging
@@ -61,6 +61,12 @@ class BatchSweeper(BasicSweeper):
         if max_batch_size is None:
             return [jobs]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Nothing: the basic sweeper composes every job here, in series (about 0.15 s each),
+        before the launcher composes it again. The sweep's callback has already composed a
+        configuration for each swept value and checked it as a job would
+        (`irrepro.hydra_app.check_sweep`), so the jobs are composed once, by the launcher."""
 
     def _replicas(self, overrides: list[str]) -> int:
         """`replicas` in the config these overrides compose (an experiment may set it)."""
