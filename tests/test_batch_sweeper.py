@@ -271,10 +271,10 @@ def test_batched_predictions_equal_single_runs_bit_for_bit(two_stores):
      "not find 'model/nonexistent' (options: embedding, logistic, mlp, module, one_unit, "
      "two_units)"),
 ])
-def test_a_bad_sweep_stops_before_any_parent_run(tmp_path, capsys, overrides,
-                                                                message):
-    """The sweep callback checks the seeds, and the configurations' data as their jobs
-    would, before it makes the store and the parent run."""
+def test_a_bad_sweep_stops_before_any_parent_run(tmp_path, capsys, overrides, message):
+    """The sweep callback checks the seeds, that each swept option exists, and the
+    configurations' data as their jobs would, before it makes the store and the parent
+    run."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
