@@ -53,7 +53,8 @@ class Group:
     labels) or [runs, examples, classes].
 
     `checkpoints` holds the checkpoint steps [C] and predictions [runs, C, examples] when
-    every run stored the same checkpoints, else None.
+    every run stored the same checkpoints, else None. `dataset` is the data the runs were
+    trained on, built from `config` when not given: once per group.
     """
 
     key: str
@@ -63,6 +64,11 @@ class Group:
     predictions: np.ndarray
     run_metrics: dict[str, np.ndarray]
     checkpoints: tuple[np.ndarray, np.ndarray] | None = None
+    dataset: Dataset | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset is None:
+            self.dataset = make_dataset(self.config.data)
 
     @cached_property
     def n_params(self) -> float:
@@ -71,7 +77,7 @@ class Group:
         logged = self.run_metrics.get("n_params", np.array([np.nan]))
         if np.isfinite(logged).any():
             return float(logged[np.isfinite(logged)][0])
-        return parameter_count(self.config, make_dataset(self.config.data))
+        return parameter_count(self.config, self.dataset)
 
 
 @dataclass
@@ -225,8 +231,9 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
     for key, members in sorted(by_key.items()):
         members = _latest_per_seed(members, selection)
         config = config_of(members[0][0])
-        digest = make_dataset(config.data).digest
-        kept = [(run, p) for run, p in members if run.data.tags.get("data_hash") == digest]
+        dataset = make_dataset(config.data)
+        kept = [(run, p) for run, p in members
+                if run.data.tags.get("data_hash") == dataset.digest]
         selection.skipped["different data hash"] += len(members) - len(kept)
         if not kept:
             continue
@@ -242,6 +249,7 @@ def build_groups(tracker: Tracker, selection: Selection) -> list[Group]:
                 for name in RUN_METRICS
             },
             checkpoints=_common_checkpoints([a for _, a in kept]),
+            dataset=dataset,
         ))
     selection.skipped = Counter({k: v for k, v in selection.skipped.items() if v})
     return groups
@@ -291,7 +299,7 @@ def parameter_count(config: Config, dataset: Dataset) -> float:
 def has_teacher(group: Group) -> bool:
     """Whether the group's data come from a known teacher (synthetic data): then excess loss
     is defined."""
-    return make_dataset(group.config.data).p_test is not None
+    return group.dataset.p_test is not None
 
 
 def disagreement_intervals(P: np.ndarray, statistics: tuple[str, ...] = uncertainty.PAIR_STATISTICS
@@ -371,7 +379,7 @@ def summarize(group: Group) -> dict[str, Any]:
             continue
         means[name] = row[f"{name}_mean"] = float(np.mean(values))
         row[f"{name}_std"] = float(np.std(values))
-    row.update(quality_intervals(group.predictions, make_dataset(group.config.data), means))
+    row.update(quality_intervals(group.predictions, group.dataset, means))
     return row
 
 
@@ -381,7 +389,7 @@ def by_step_rows(group: Group) -> list[dict[str, Any]]:
     if group.checkpoints is None or len(group.run_ids) < 2:
         return []
     labels = _group_columns(group)
-    dataset = make_dataset(group.config.data)
+    dataset = group.dataset
     steps, history = group.checkpoints
     rows = []
     for index, step in enumerate(steps):
@@ -400,7 +408,7 @@ def ensemble_rows(group: Group) -> list[dict[str, Any]]:
     if len(group.run_ids) < 2:
         return []
     labels = _group_columns(group)
-    dataset = make_dataset(group.config.data)
+    dataset = group.dataset
     rows = []
     for row, (_, members) in zip(metrics.ensemble_disagreement(group.predictions, dataset.y_test),
                                  metrics.ensembles(group.predictions), strict=True):
@@ -419,7 +427,7 @@ def per_example(group: Group, basis: str = "teacher") -> tuple[np.ndarray, np.nd
     for binary labels)."""
     pd_x = metrics.per_example_pd(group.predictions)
     if basis == "teacher":
-        return make_dataset(group.config.data).p_test, pd_x
+        return group.dataset.p_test, pd_x
     P = group.predictions
     top = P.max(axis=2) if P.ndim == 3 else P
     return top.mean(axis=0, dtype=np.float64), pd_x

@@ -22,7 +22,6 @@ from irrepro.analysis import (
 )
 from irrepro.comparisons import PairPD, compare_pd
 from irrepro.config import is_mitigation_key, mitigation_label
-from irrepro.data import make_dataset
 from irrepro.summary_schema import varying
 
 MEASURES = ("mitigation", "runs", "pd", "pd_none", "ratio", "ratio_low", "ratio_high",
@@ -117,7 +116,7 @@ _ORDER = ("", "ensemble", "min_entropy", "codistill", "anchor", "ema")
 def _loss_difference(group: Group, reference: Group, excess: bool) -> uncertainty.Comparison:
     """Mean (excess) log loss of group against reference, paired by seed on the seeds both
     have when they share 2 or more, else unpaired."""
-    dataset = make_dataset(group.config.data)
+    dataset = group.dataset
     common = sorted(set(group.seeds) & set(reference.seeds))
     paired = len(common) >= uncertainty.MIN_SEEDS[False]
 

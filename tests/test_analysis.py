@@ -186,3 +186,20 @@ def test_predictions_that_are_not_probabilities_are_refused_naming_the_run(tmp_p
     with pytest.raises(analysis.AnalysisError, match=rf"^run {run_id}: checkpoints\.npz holds "
                                                      r"values outside \[0, 1\]"):
         analysis.build_groups(tracker, analysis.select_runs(tracker))
+
+
+def test_each_groups_data_are_built_once(tmp_path, monkeypatch):
+    """Five groups on five data sets (more than the data cache holds): the analysis builds each
+    data set once, for its group, however many tables and figures read it."""
+    from irrepro import data
+
+    tracker = Tracker(store_uri(tmp_path), "datasets")
+    for data_seed in range(5):
+        run_job(make_config(replicas=2, **{"data.seed": data_seed}), tracker)
+    built = []
+    synthetic = data._synthetic
+    monkeypatch.setattr(data, "_synthetic", lambda config: built.append(config.seed)
+                        or synthetic(config))
+    data._make_dataset.cache_clear()
+    analyze(tracker, "datasets", tmp_path / "reports", tmp_path / "figures", log_run=False)
+    assert sorted(built) == list(range(5))
