@@ -152,7 +152,12 @@ def check_sweep(config: DictConfig) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.irrepro_batch_sweeper.plan import SeedSweepError, seed_sweep, seed_values
+    from hydra_plugins.irrepro_batch_sweeper.plan import (
+        SeedSweepError,
+        covering_jobs,
+        seed_sweep,
+        seed_values,
+    )
 
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     try:
@@ -169,12 +174,7 @@ def check_sweep(config: DictConfig) -> None:
     swept = {override.get_key_element() for override in overrides
              if override.is_sweep_override()}
     loader = GlobalHydra.instance().config_loader()
-    checked: set[str] = set()
-    for job in BasicSweeper.split_arguments(overrides, None)[0]:
-        values = {value for value in job if value.split("=", 1)[0] in swept}
-        if values <= checked:
-            continue
-        checked |= values
+    for job in covering_jobs(BasicSweeper.split_arguments(overrides, None)[0], swept):
         try:
             _check_job(loader.load_sweep_config(config, job))
         except (ConfigError, HydraException) as error:

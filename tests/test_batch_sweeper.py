@@ -308,13 +308,15 @@ class CountingLoader(FakeLoader):
         return super().load_sweep_config(master_config, sweep_overrides)
 
 
-def test_jobs_are_composed_by_the_launcher_alone():
-    """The basic sweeper composes each job of a batch before launching it, in series; this
-    one leaves it to the launcher (the sweep's callback has checked each swept value)."""
+def test_a_batch_is_checked_by_composing_a_job_per_new_swept_value():
+    """The basic sweeper composes each job of a batch before launching it, in series; this one
+    composes only the jobs that bring a swept value no earlier job had."""
     batch = sweeper()
     batch.hydra_context = SimpleNamespace(config_loader=CountingLoader())
-    jobs = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units")
+    jobs = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units", "seed=0,1")
+    batch.hydra_context.config_loader.composed.clear()  # planning read each one's replicas
     batch.validate_batch_is_legal(jobs[0])
-    assert batch.hydra_context.config_loader.composed == []
-    BasicSweeper.validate_batch_is_legal(batch, jobs[0])
-    assert len(batch.hydra_context.config_loader.composed) == 6
+    composed = [job[:2] for job in batch.hydra_context.config_loader.composed]
+    assert composed == [["activation=relu", "model=mlp"], ["activation=relu", "model=two_units"],
+                        ["activation=smelu", "model=mlp"], ["activation=swish", "model=mlp"]]
+    assert len(jobs[0]) == 6

@@ -104,3 +104,18 @@ def plan_jobs(
             listed = ",".join(map(str, part))
             jobs.append([*config, f"{SEED_KEY}={part[0]}", f"{SEEDS_KEY}=[{listed}]"])
     return jobs
+
+
+def covering_jobs(jobs: Sequence[Sequence[str]], swept: set[str]) -> list[Sequence[str]]:
+    """The jobs, in order, that each bring a value of a swept key (an override's key as
+    written, e.g. `+experiment`) that no earlier one had: together they hold every value of
+    every swept key. Without swept keys, the first job."""
+    chosen: list[Sequence[str]] = []
+    seen: set[str] = set()
+    for job in jobs:
+        values = {value for value in job if value.split("=", 1)[0] in swept}
+        if chosen and values <= seen:
+            continue
+        seen |= values
+        chosen.append(job)
+    return chosen

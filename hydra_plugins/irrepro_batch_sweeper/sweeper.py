@@ -5,7 +5,9 @@ basic sweeper does (it is the basic sweeper), then gives each of their configura
 of several seeds (``seeds=[...]``) instead of one job per seed: as many per configuration
 as it takes to give every worker of the launcher a job, none above ``max_replicas`` seeds
 (see :mod:`~hydra_plugins.irrepro_batch_sweeper.plan`). Without a seed axis it is the
-basic sweeper. Either way, composing each job is left to the launcher.
+basic sweeper. Either way, before launching a batch it composes only the jobs that bring a
+swept value no earlier job had (the basic sweeper composes every job, in series, and the
+launcher composes each again).
 """
 
 import logging
@@ -17,6 +19,7 @@ from hydra.core.override_parser.types import Override
 from hydra_plugins.irrepro_batch_sweeper.plan import (
     SEED_KEY,
     SeedSweepError,
+    covering_jobs,
     plan_jobs,
     seed_sweep,
     seed_values,
@@ -39,11 +42,14 @@ class BatchSweeper(BasicSweeper):
         if max_replicas is not None and max_replicas < 1:
             raise SeedSweepError(f"hydra.sweeper.max_replicas={max_replicas} must be >= 1")
         self.max_replicas = max_replicas
+        self.swept: set[str] = set()
 
     def split_arguments(  # the basic sweeper's static method, here needing the config
         self, overrides: Sequence[Override], max_batch_size: int | None
     ) -> list[list[list[str]]]:
         """The batches of job overrides: the basic sweeper's, unless `seed` is swept."""
+        self.swept = {override.get_key_element() for override in overrides
+                      if override.is_sweep_override() and override.get_key_element() != SEED_KEY}
         seed = seed_sweep(overrides)
         if seed is None:
             return BasicSweeper.split_arguments(list(overrides), max_batch_size)
@@ -63,10 +69,12 @@ class BatchSweeper(BasicSweeper):
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Nothing: the basic sweeper composes every job here, in series (about 0.15 s each),
-        before the launcher composes it again. The sweep's callback has already composed a
-        configuration for each swept value and checked it as a job would
-        (`irrepro.hydra_app.check_sweep`), so the jobs are composed once, by the launcher."""
+        """Compose the jobs of the batch that bring a swept value no earlier job had, so that a
+        value that does not compose stops the sweep before it launches; a value that fails
+        only beside another fails its job."""
+        loader = self.hydra_context.config_loader
+        for job in covering_jobs(batch, self.swept):
+            loader.load_sweep_config(master_config=self.config, sweep_overrides=list(job))
 
     def _replicas(self, overrides: list[str]) -> int:
         """`replicas` in the config these overrides compose (an experiment may set it)."""
