@@ -313,10 +313,21 @@ def test_a_batch_is_checked_by_composing_a_job_per_new_swept_value():
     composes only the jobs that bring a swept value no earlier job had."""
     batch = sweeper()
     batch.hydra_context = SimpleNamespace(config_loader=CountingLoader())
-    jobs = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units", "seed=0,1")
-    batch.hydra_context.config_loader.composed.clear()  # planning read each one's replicas
-    batch.validate_batch_is_legal(jobs[0])
-    composed = [job[:2] for job in batch.hydra_context.config_loader.composed]
-    assert composed == [["activation=relu", "model=mlp"], ["activation=relu", "model=two_units"],
-                        ["activation=smelu", "model=mlp"], ["activation=swish", "model=mlp"]]
-    assert len(jobs[0]) == 6
+    [jobs] = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units")
+    batch.validate_batch_is_legal(jobs)
+    assert batch.hydra_context.config_loader.composed == [
+        ["activation=relu", "model=mlp"], ["activation=relu", "model=two_units"],
+        ["activation=smelu", "model=mlp"], ["activation=swish", "model=mlp"]]
+    assert len(jobs) == 6
+
+
+def test_a_seed_sweep_composes_each_configuration_once():
+    """Planning composes every configuration to read its replicas; the check before launching
+    composes nothing more."""
+    batch = sweeper()
+    batch.hydra_context = SimpleNamespace(config_loader=CountingLoader())
+    [jobs] = jobs_of(batch, "activation=relu,smelu,swish", "model=mlp,two_units", "seed=0,1")
+    batch.validate_batch_is_legal(jobs)
+    composed = batch.hydra_context.config_loader.composed
+    assert sorted(map(tuple, composed)) == sorted({tuple(job[:2]) for job in jobs})
+    assert len(composed) == 6

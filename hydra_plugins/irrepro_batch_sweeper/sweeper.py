@@ -5,9 +5,10 @@ basic sweeper does (it is the basic sweeper), then gives each of their configura
 of several seeds (``seeds=[...]``) instead of one job per seed: as many per configuration
 as it takes to give every worker of the launcher a job, none above ``max_replicas`` seeds
 (see :mod:`~hydra_plugins.irrepro_batch_sweeper.plan`). Without a seed axis it is the
-basic sweeper. Either way, before launching a batch it composes only the jobs that bring a
-swept value no earlier job had (the basic sweeper composes every job, in series, and the
-launcher composes each again).
+basic sweeper. Either way, the launcher composes each job, and before it launches them the
+sweeper composes each configuration at most once (the basic sweeper composes every job, in
+series): a seed sweep each configuration, to read its `replicas`; any other sweep only the
+jobs that bring a swept value no earlier job had.
 """
 
 import logging
@@ -43,6 +44,7 @@ class BatchSweeper(BasicSweeper):
             raise SeedSweepError(f"hydra.sweeper.max_replicas={max_replicas} must be >= 1")
         self.max_replicas = max_replicas
         self.swept: set[str] = set()
+        self.composed_in_planning = False  # a seed sweep composes each configuration to plan
 
     def split_arguments(  # the basic sweeper's static method, here needing the config
         self, overrides: Sequence[Override], max_batch_size: int | None
@@ -55,6 +57,7 @@ class BatchSweeper(BasicSweeper):
             return BasicSweeper.split_arguments(list(overrides), max_batch_size)
         others = [override for override in overrides if override.get_key_element() != SEED_KEY]
         configs = BasicSweeper.split_arguments(others, None)[0]
+        self.composed_in_planning = True
         workers = worker_count(self.config.hydra.launcher)
         jobs = plan_jobs(
             configs, seed_values(seed), [self._replicas(config) for config in configs],
@@ -71,7 +74,10 @@ class BatchSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose the jobs of the batch that bring a swept value no earlier job had, so that a
         value that does not compose stops the sweep before it launches; a value that fails
-        only beside another fails its job."""
+        only beside another fails its job. A seed sweep's plan composed every configuration
+        already (its jobs add seeds only)."""
+        if self.composed_in_planning:
+            return
         loader = self.hydra_context.config_loader
         for job in covering_jobs(batch, self.swept):
             loader.load_sweep_config(master_config=self.config, sweep_overrides=list(job))
