@@ -203,3 +203,19 @@ def test_each_groups_data_are_built_once(tmp_path, monkeypatch):
     data._make_dataset.cache_clear()
     analyze(tracker, "datasets", tmp_path / "reports", tmp_path / "figures", log_run=False)
     assert sorted(built) == list(range(5))
+
+
+def test_groups_measured_on_two_cores_give_the_tables_of_one(tmp_path):
+    tracker = Tracker(store_uri(tmp_path), "cores")
+    for activation in ("relu", "smelu", "swish"):
+        run_job(make_config(replicas=3, **{"activation.name": activation,
+                                           "train.checkpoints": 4}), tracker)
+    written = {}
+    for workers in (1, 2):
+        folder = tmp_path / str(workers)
+        analyze(tracker, "cores", folder / "reports", folder / "figures", log_run=False,
+                workers=workers)
+        written[workers] = {path.name: path.read_bytes()
+                            for path in (folder / "reports" / "cores").iterdir()}
+    assert set(written[1]) >= {"summary.csv", "by_step.csv", "ensembles.csv", "comparisons.csv"}
+    assert written[1] == written[2]
