@@ -167,17 +167,47 @@ def _log_x(ax: plt.Axes, values: pd.Series, base: float = 10) -> None:
 
 
 @contextmanager
-def _figure(path: str | Path, title: str, ncols: int = 1, width: float = 7.0, **kwargs):
-    """A titled figure with `ncols` panels, saved to `path` on success and always closed."""
-    fig, axes = plt.subplots(
-        1, ncols, figsize=(width, 4.5), squeeze=False, layout="constrained", **kwargs
-    )
+def _figure(path: str | Path, title: str, panels: int | list[tuple[str, pd.DataFrame]] = 1, *,
+            panel_width: float = 7.0, height: float = 4.5, paired: bool = False,
+            label_size: str = "medium", **shared):
+    """A figure titled `title`, saved to `path` on success and always closed; yields
+    (fig, axes), an axes per panel, or an (upper, lower) pair of axes when `paired`.
+
+    `panels` is their number, or the (label, rows) of each (see `_series`): then a panel with
+    a label has it as its title. They stand side by side, `panel_width` wide each and 7 at
+    least in all; paired, in rows of three. `shared` goes to `plt.subplots` (sharey=True)."""
+    labels = [name for name, _ in panels] if isinstance(panels, list) else [""] * panels
+    if paired:
+        fig, axes = _paired_axes(len(labels))
+        titled = [upper for upper, _ in axes]
+    else:
+        fig, grid = plt.subplots(1, len(labels), squeeze=False, layout="constrained",
+                                 figsize=(max(7.0, panel_width * len(labels)), height), **shared)
+        axes = titled = list(grid[0])
     try:
         fig.suptitle(title)
-        yield fig, axes[0]
+        for ax, name in zip(titled, labels, strict=True):
+            if name:
+                ax.set_title(name, fontsize=label_size)
+        yield fig, axes
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _paired_axes(count: int) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes]]]:
+    """A figure of `count` panels in rows of three, each an upper and a lower axes sharing x;
+    the axes of the last row's empty places are hidden."""
+    ncols = min(3, count)
+    nrows = -(-count // ncols)
+    fig, grid = plt.subplots(2 * nrows, ncols, figsize=(4.2 * ncols + 1, 6.0 * nrows),
+                             squeeze=False, layout="constrained", sharex=True)
+    pairs = [(grid[2 * row, col], grid[2 * row + 1, col])
+             for row, col in (divmod(i, ncols) for i in range(nrows * ncols))]
+    for upper, lower in pairs[count:]:
+        upper.set_visible(False)
+        lower.set_visible(False)
+    return fig, pairs[:count]
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -241,35 +271,6 @@ def _most_series(frame: pd.DataFrame, panel_keys: list[str], line_keys: list[str
                for _, rows in frame.groupby(panel_keys, dropna=False))
 
 
-@contextmanager
-def _paired_panels(path: str | Path, title: str, frame: pd.DataFrame, panel_keys: list[str],
-                   columns: int = 3):
-    """Small multiples: per panel (a combination of the `panel_keys` values) an upper and a
-    lower axes, panels in rows of `columns`; yields (fig, [(label, rows, upper, lower)])."""
-    panels = list(_series(frame, panel_keys))
-    ncols = min(columns, len(panels))
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(4.2 * ncols + 1, 6.0 * nrows),
-                             squeeze=False, layout="constrained", sharex=True)
-    try:
-        fig.suptitle(title)
-        placed = []
-        for index, (name, rows) in enumerate(panels):
-            row, col = divmod(index, ncols)
-            upper, lower = axes[2 * row, col], axes[2 * row + 1, col]
-            if name:
-                upper.set_title(name, fontsize="medium")
-            placed.append((name, rows, upper, lower))
-        for index in range(len(panels), nrows * ncols):
-            row, col = divmod(index, ncols)
-            axes[2 * row, col].set_visible(False)
-            axes[2 * row + 1, col].set_visible(False)
-        yield fig, placed
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-
-
 def _unique_handles(axes) -> list:
     """Labelled handles of all panels, one per label, in order of first appearance."""
     handles: dict[str, object] = {}
@@ -293,11 +294,13 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
     keys = varying(data, exclude=("activation.name", "model.name"))
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, ["model.name", *panel_keys]))
+    if len(panels) == 1:
+        panels = [("", data)]  # a lone panel needs no title
     series = _series_labels(data, line_keys)
     width = 0.8 / len(series)
-    with _figure(path, _title(study, "PD by activation"), len(panels),
-                 width=max(7.0, 3.5 * len(panels)), sharey=True) as (fig, axes):
-        for ax, (panel, in_panel) in zip(axes, panels, strict=True):
+    with _figure(path, _title(study, "PD by activation"), panels, panel_width=3.5,
+                 sharey=True) as (fig, axes):
+        for ax, (_, in_panel) in zip(axes, panels, strict=True):
             for name, rows in _series(in_panel, line_keys):
                 i = series.index(name)
                 offset = (i - (len(series) - 1) / 2) * width
@@ -316,8 +319,6 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
             ax.set_xticks(range(len(activations)), activations,
                           **(tilted if len(activations) > 4 else {}))
             ax.set_xlabel("activation")
-            if len(panels) > 1:
-                ax.set_title(panel, fontsize="medium")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
         _legend(fig, _unique_handles(axes))
         _note_unconverged(fig, data, "hatched: not converged")
@@ -336,15 +337,13 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
-    with _figure(path, _title(study, "PD by shuffle window"), len(panels),
-                 width=max(7.0, 4.2 * len(panels)), sharey=True) as (fig, axes):
-        for ax, (name, rows) in zip(axes, panels, strict=True):
+    with _figure(path, _title(study, "PD by shuffle window"), panels, panel_width=4.2,
+                 sharey=True) as (fig, axes):
+        for ax, (_, rows) in zip(axes, panels, strict=True):
             _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"),
                    order=order)
             _log_x(ax, data["randomness.window"], base=2)
             ax.set_xlabel("shuffle window (examples)")
-            if name:
-                ax.set_title(name, fontsize="medium")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
         _legend(fig, _unique_handles(axes))
         _note_unconverged(fig, data)
@@ -367,10 +366,11 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
     panel_keys, line_keys = _panels(data, keys)
+    panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
     title = _title(study, f"PD and {loss_label(quality)} by model size")
-    with _paired_panels(path, title, data, panel_keys) as (fig, panels):
-        for _, rows, upper, lower in panels:
+    with _figure(path, title, panels, paired=True) as (fig, axes):
+        for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
                    order=order)
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
@@ -380,7 +380,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
-        _legend(fig, _unique_handles(upper for _, _, upper, _ in panels))
+        _legend(fig, _unique_handles(upper for upper, _ in axes))
         _note_unconverged(fig, data)
     return Path(path)
 
@@ -400,10 +400,11 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     panel_keys, line_keys = _panels(groups, keys)
     quality = reported_loss(data)
     loss = f"{quality}_mean" if f"{quality}_mean" in data else None
+    panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
     title = _title(study, f"PD and {loss_label(quality)} over training")
-    with _paired_panels(path, title, data, panel_keys) as (fig, panels):
-        for _, rows, upper, lower in panels:
+    with _figure(path, title, panels, paired=True) as (fig, axes):
+        for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
             upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
             if loss:
@@ -416,7 +417,7 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
                 ax.set_xscale("symlog", linthresh=1)
                 ax.set_xlim(left=0)  # no empty negative half
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
-        _legend(fig, _unique_handles(upper for _, _, upper, _ in panels))
+        _legend(fig, _unique_handles(upper for upper, _ in axes))
         _note_unconverged(fig, groups)
     return Path(path)
 
@@ -515,7 +516,7 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
                             "PD and accuracy by ensemble size")
     keys = varying(data)
     order = _series_labels(data, keys)
-    with _figure(path, _title(study, title), 2) as (fig, axes):
+    with _figure(path, _title(study, title), 2, panel_width=3.5) as (fig, axes):
         _lines(axes[0], _with_pd(data), keys, "k", "pd", band=("pd_low", "pd_high"), order=order)
         _lines(axes[1], data, keys, "k", "accuracy", band=("accuracy_low", "accuracy_high"),
                order=order)
@@ -583,14 +584,13 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     keys = [key for key in varying(data, exclude=["arm", "kind", "activation.name",
                                                   "activation.beta"])
             if not is_mitigation_key(key)]
-    panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(data, keys)] if keys \
-        else [("", data)]
+    panels = list(_series(data, keys))
     kinds, arms = levels(data["kind"]), levels(data["arm"])
     kind_of = dict(zip(data["arm"], data["kind"], strict=True))
     strengths = {arm: [a for a in arms if kind_of[a] == kind_of[arm]].index(arm) for arm in arms}
-    with _figure(path, _title(study, f"PD vs {loss_label(quality)} by mitigation"),
-                 len(panels), width=max(7.0, 5.0 * len(panels))) as (fig, axes):
-        for ax, (name, rows) in zip(axes, panels, strict=True):
+    with _figure(path, _title(study, f"PD vs {loss_label(quality)} by mitigation"), panels,
+                 panel_width=5.0, label_size="small") as (fig, axes):
+        for ax, (_, rows) in zip(axes, panels, strict=True):
             ax.errorbar(rows[f"{quality}_mean"], rows["pd"],
                         xerr=_errors(rows, quality, f"{quality}_mean"),
                         yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
@@ -602,7 +602,6 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                 ax.scatter(row[f"{quality}_mean"], row["pd"], s=110 if plain else 36,
                            marker=marker, facecolors=color if done else "white",
                            edgecolors="black" if plain else color, zorder=2, label=row["arm"])
-            ax.set_title(name, fontsize="small")
             ax.set_xlabel(f"{loss_label(quality)} (nats)")
         axes[0].set_ylabel(PD_LABEL)
         _legend(fig, sorted(_unique_handles(axes), key=lambda h: arms.index(h.get_label())),
@@ -619,14 +618,12 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
     if effects is None or effects.empty:
         return None
     keys = [c for c in effects.columns if "." in c]  # the config values; measures have none
-    panels = [(label(rows.iloc[0], keys), rows) for _, rows in _series(effects, keys)] if keys \
-        else [("", effects)]
+    panels = list(_series(effects, keys))
     arms = levels(effects["mitigation"])
-    height = 1.2 + 0.3 * len(arms)
-    with _figure(path, _title(study, "PD relative to no mitigation"), len(panels),
-                 width=max(7.0, 5.0 * len(panels)), sharey=True) as (fig, axes):
-        fig.set_figheight(max(4.5, height))
-        for ax, (name, rows) in zip(axes, panels, strict=True):
+    with _figure(path, _title(study, "PD relative to no mitigation"), panels, panel_width=5.0,
+                 height=max(4.5, 1.2 + 0.3 * len(arms)), label_size="small",
+                 sharey=True) as (fig, axes):
+        for ax, (_, rows) in zip(axes, panels, strict=True):
             y = [arms.index(arm) for arm in rows["mitigation"]]
             ax.errorbar(rows["ratio"], y, xerr=_errors(rows, "ratio"), fmt="none",
                         ecolor="grey", elinewidth=1)
@@ -639,7 +636,6 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
             ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_title(name, fontsize="small")
             ax.set_xlabel("PD ratio to no mitigation (log scale)")
         axes[0].set_yticks(range(len(arms)), arms, fontsize="small")
         axes[0].invert_yaxis()
@@ -659,14 +655,13 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
     keys = varying(data, exclude=["randomness.fork_step"])
     line_keys = [key for key in keys if key.startswith("activation.")]
     panel_keys = [key for key in keys if key not in line_keys and key != "randomness.window"]
-    panels = [(label(rows.iloc[0], panel_keys), rows) for _, rows in _series(data, panel_keys)] \
-        if panel_keys else [("", data)]
+    panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
     steps = data["randomness.fork_step"]
     positive = steps[steps > 0]
-    with _figure(path, _title(study, "final PD by the step where runs fork"), len(panels),
-                 width=max(7.0, 3.6 * len(panels)), sharey=False) as (fig, axes):
-        for ax, (name, rows) in zip(axes, panels, strict=True):
+    with _figure(path, _title(study, "final PD by the step where runs fork"), panels,
+                 panel_width=3.6, label_size="small") as (fig, axes):
+        for ax, (_, rows) in zip(axes, panels, strict=True):
             _lines(ax, rows, line_keys, "randomness.fork_step", "pd",
                    band=("pd_low", "pd_high"), order=order)
             for series, members in _series(rows, line_keys):
@@ -680,7 +675,6 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize="small", rotation=45)
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_ylim(bottom=0)
-            ax.set_title(name, fontsize="small")
             ax.set_xlabel("fork step (symlog; 0 = no fork)")
         axes[0].set_ylabel(PD_LABEL + " at the end")
         _legend(fig, _unique_handles(axes), title="dotted: the same source without a fork")
@@ -722,10 +716,8 @@ def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
     whichever column the trials have) for every tuning trial, colored by activation; the Pareto
     front (no trial better in both) outlined and joined by a step line."""
     loss = EXCESS_LOSS if EXCESS_LOSS in trials else LOSS
-    with _figure(path, _title(study, "accuracy and reproducibility of each trial"), 1) as (
-        fig, axes,
-    ):
-        ax = axes[0]
+    with _figure(path, _title(study, "accuracy and reproducibility of each trial")) as (
+            fig, (ax,)):
         key = "activation" if "activation" in trials.columns else None
         groups = trials.groupby(key) if key else [("trials", trials)]
         for i, (name, rows) in enumerate(groups):
