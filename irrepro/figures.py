@@ -36,7 +36,6 @@ MAX_SERIES = 10
 # Factors that make the panels of small multiples, in order of preference.
 PANEL_ORDER = ("randomness.name", "model.depth", "model.name", "data.name", "optimizer.name",
                "activation.name", "model.width")
-UNCONVERGED_NOTE = "hollow: not converged"
 PARAMS_LABEL = "model size (trainable parameters)"
 TOP_GROUPS = 8
 DPI = 110
@@ -115,8 +114,16 @@ def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[np.isfinite(frame["pd"])]
 
 
-def _title(study: str, text: str) -> str:
-    return f"{study}: {text}" if study else text
+def _title(study: str, text: str, note: str | None = None) -> str:
+    """A figure's title: `text` after the study's name, and a note, if any, in parentheses on
+    a line of its own."""
+    title = f"{study}: {text}" if study else text
+    return f"{title}\n({note})" if note else title
+
+
+def _unconverged_note(frame: pd.DataFrame, drawn: str = "hollow") -> str | None:
+    """The title's note on how groups that did not converge are drawn, if `frame` has any."""
+    return None if _converged(frame).all() else f"{drawn}: not converged"
 
 
 def _pd_scale(axes: Sequence, values: pd.Series) -> str:
@@ -242,12 +249,6 @@ def _converged(rows: pd.DataFrame) -> pd.Series:
     return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
 
 
-def _note_unconverged(fig: plt.Figure, frame: pd.DataFrame, note: str = UNCONVERGED_NOTE) -> None:
-    """Say in the title how groups that did not converge are drawn, if there are any."""
-    if not _converged(frame).all():
-        fig.suptitle(f"{fig.get_suptitle()}\n({note})")
-
-
 def _panels(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
     """Split the series keys into panel keys and line keys, so that no panel holds more than
     MAX_SERIES series: factors move to the panels in PANEL_ORDER until the lines fit."""
@@ -298,8 +299,8 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
         panels = [("", data)]  # a lone panel needs no title
     series = _series_labels(data, line_keys)
     width = 0.8 / len(series)
-    with _figure(path, _title(study, "PD by activation"), panels, panel_width=3.5,
-                 sharey=True) as (fig, axes):
+    title = _title(study, "PD by activation", _unconverged_note(data, "hatched"))
+    with _figure(path, title, panels, panel_width=3.5, sharey=True) as (fig, axes):
         for ax, (_, in_panel) in zip(axes, panels, strict=True):
             for name, rows in _series(in_panel, line_keys):
                 i = series.index(name)
@@ -321,7 +322,6 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
             ax.set_xlabel("activation")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
         _legend(fig, _unique_handles(axes))
-        _note_unconverged(fig, data, "hatched: not converged")
     return Path(path)
 
 
@@ -337,8 +337,8 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
-    with _figure(path, _title(study, "PD by shuffle window"), panels, panel_width=4.2,
-                 sharey=True) as (fig, axes):
+    title = _title(study, "PD by shuffle window", _unconverged_note(data))
+    with _figure(path, title, panels, panel_width=4.2, sharey=True) as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
             _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"),
                    order=order)
@@ -346,7 +346,6 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
             ax.set_xlabel("shuffle window (examples)")
         axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
         _legend(fig, _unique_handles(axes))
-        _note_unconverged(fig, data)
     return Path(path)
 
 
@@ -368,7 +367,8 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     panel_keys, line_keys = _panels(data, keys)
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
-    title = _title(study, f"PD and {loss_label(quality)} by model size")
+    title = _title(study, f"PD and {loss_label(quality)} by model size",
+                   _unconverged_note(data))
     with _figure(path, title, panels, paired=True) as (fig, axes):
         for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
             _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
@@ -381,7 +381,6 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _log_x(lower, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
         _legend(fig, _unique_handles(upper for upper, _ in axes))
-        _note_unconverged(fig, data)
     return Path(path)
 
 
@@ -402,7 +401,8 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     loss = f"{quality}_mean" if f"{quality}_mean" in data else None
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
-    title = _title(study, f"PD and {loss_label(quality)} over training")
+    title = _title(study, f"PD and {loss_label(quality)} over training",
+                   _unconverged_note(groups))
     with _figure(path, title, panels, paired=True) as (fig, axes):
         for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
@@ -418,7 +418,6 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
                 ax.set_xlim(left=0)  # no empty negative half
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
         _legend(fig, _unique_handles(upper for upper, _ in axes))
-        _note_unconverged(fig, groups)
     return Path(path)
 
 
@@ -432,8 +431,9 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     quality = f"{reported_loss(data)}_mean"
     activations = levels(data["activation.name"])
     models = levels(data["model.name"])
-    title = f"PD vs {loss_label(quality.removesuffix('_mean'))}"
-    with _figure(path, _title(study, title)) as (fig, (ax,)):
+    title = _title(study, f"PD vs {loss_label(quality.removesuffix('_mean'))}",
+                   _unconverged_note(data))
+    with _figure(path, title) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
             colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
@@ -449,7 +449,6 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
         handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
                            label=m) for i, m in enumerate(models)]
         _legend(fig, handles, title="color: activation, marker: model")
-        _note_unconverged(fig, data)
         ax.set_xlabel(f"{quality.removesuffix('_mean').replace('_', ' ')} (nats)")
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
     return Path(path)
@@ -588,8 +587,8 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     kinds, arms = levels(data["kind"]), levels(data["arm"])
     kind_of = dict(zip(data["arm"], data["kind"], strict=True))
     strengths = {arm: [a for a in arms if kind_of[a] == kind_of[arm]].index(arm) for arm in arms}
-    with _figure(path, _title(study, f"PD vs {loss_label(quality)} by mitigation"), panels,
-                 panel_width=5.0, label_size="small") as (fig, axes):
+    title = _title(study, f"PD vs {loss_label(quality)} by mitigation", _unconverged_note(data))
+    with _figure(path, title, panels, panel_width=5.0, label_size="small") as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
             ax.errorbar(rows[f"{quality}_mean"], rows["pd"],
                         xerr=_errors(rows, quality, f"{quality}_mean"),
@@ -606,7 +605,6 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
         axes[0].set_ylabel(PD_LABEL)
         _legend(fig, sorted(_unique_handles(axes), key=lambda h: arms.index(h.get_label())),
                 title="color: mitigation, marker: strength, star: none")
-        _note_unconverged(fig, data)
     return Path(path)
 
 
@@ -620,9 +618,9 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
     keys = [c for c in effects.columns if "." in c]  # the config values; measures have none
     panels = list(_series(effects, keys))
     arms = levels(effects["mitigation"])
-    with _figure(path, _title(study, "PD relative to no mitigation"), panels, panel_width=5.0,
-                 height=max(4.5, 1.2 + 0.3 * len(arms)), label_size="small",
-                 sharey=True) as (fig, axes):
+    title = _title(study, "PD relative to no mitigation", "filled: significant at 5% after Holm")
+    with _figure(path, title, panels, panel_width=5.0, height=max(4.5, 1.2 + 0.3 * len(arms)),
+                 label_size="small", sharey=True) as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
             y = [arms.index(arm) for arm in rows["mitigation"]]
             ax.errorbar(rows["ratio"], y, xerr=_errors(rows, "ratio"), fmt="none",
@@ -639,7 +637,6 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
             ax.set_xlabel("PD ratio to no mitigation (log scale)")
         axes[0].set_yticks(range(len(arms)), arms, fontsize="small")
         axes[0].invert_yaxis()
-        fig.suptitle(f"{fig.get_suptitle()}\n(filled: significant at 5% after Holm)")
     return Path(path)
 
 
@@ -659,8 +656,8 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
     order = _series_labels(data, line_keys)
     steps = data["randomness.fork_step"]
     positive = steps[steps > 0]
-    with _figure(path, _title(study, "final PD by the step where runs fork"), panels,
-                 panel_width=3.6, label_size="small") as (fig, axes):
+    title = _title(study, "final PD by the step where runs fork", _unconverged_note(data))
+    with _figure(path, title, panels, panel_width=3.6, label_size="small") as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
             _lines(ax, rows, line_keys, "randomness.fork_step", "pd",
                    band=("pd_low", "pd_high"), order=order)
@@ -678,7 +675,6 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
             ax.set_xlabel("fork step (symlog; 0 = no fork)")
         axes[0].set_ylabel(PD_LABEL + " at the end")
         _legend(fig, _unique_handles(axes), title="dotted: the same source without a fork")
-        _note_unconverged(fig, data)
     return Path(path)
 
 
