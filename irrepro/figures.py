@@ -154,14 +154,22 @@ def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.Da
     return frame[frame["group_key"].isin(top)], f"{title} (top {TOP_GROUPS} of {len(scores)} by PD)"
 
 
-def _legend(fig: plt.Figure, source: plt.Axes | list, title: str | None = None) -> None:
-    """Legend of the given handles (or an axes' labelled ones) under the panels."""
-    handles = source if isinstance(source, list) else source.get_legend_handles_labels()[0]
+def _legend(fig: plt.Figure, handles: list, title: str | None = None) -> None:
+    """The figure's legend of `handles` under the panels, if any of them has a label."""
     labels = [h.get_label() for h in handles]
     if any(labels):
         ncol = max(1, min(len(labels), 4, 100 // (max(map(len, labels)) + 6)))
         fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small",
                    title=title, title_fontsize="small")
+
+
+def _unique_handles(axes) -> list:
+    """Labelled handles of all panels, one per label, in order of first appearance."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+    return list(handles.values())
 
 
 def _log_x(ax: plt.Axes, values: pd.Series, base: float = 10) -> None:
@@ -270,15 +278,6 @@ def _most_series(frame: pd.DataFrame, panel_keys: list[str], line_keys: list[str
         return frame.groupby(line_keys, dropna=False).ngroups
     return max(rows.groupby(line_keys, dropna=False).ngroups
                for _, rows in frame.groupby(panel_keys, dropna=False))
-
-
-def _unique_handles(axes) -> list:
-    """Labelled handles of all panels, one per label, in order of first appearance."""
-    handles: dict[str, object] = {}
-    for ax in axes:
-        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(name, handle)
-    return list(handles.values())
 
 
 def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
@@ -496,7 +495,7 @@ def pd_by_teacher_probability(
         ax.set_xlabel(x_label)
         values = pd.Series(np.concatenate(means))
         ax.set_ylabel(PD_LABEL + _pd_scale([ax], values[np.isfinite(values)]))
-        _legend(fig, ax)
+        _legend(fig, _unique_handles([ax]))
     return Path(path)
 
 
