@@ -146,6 +146,12 @@ def _pd_scale(axes: Sequence, values: pd.Series) -> str:
     return " (symlog scale)"
 
 
+def _pd_axis(axes: Sequence[plt.Axes], values: pd.Series) -> None:
+    """PD on the y axis of `axes`, labelled on the first, in the scale `_pd_scale` picks for
+    `values`."""
+    axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, values))
+
+
 def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.DataFrame, str]:
     """Rows of the TOP_GROUPS groups with the highest score (indexed by group_key)."""
     if len(scores) <= TOP_GROUPS:
@@ -319,7 +325,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
             ax.set_xticks(range(len(activations)), activations,
                           **(tilted if len(activations) > 4 else {}))
             ax.set_xlabel("activation")
-        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
+        _pd_axis(axes, data["pd"])
         _legend(fig, _unique_handles(axes))
     return Path(path)
 
@@ -343,7 +349,7 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
                    order=order)
             _log_x(ax, data["randomness.window"], base=2)
             ax.set_xlabel("shuffle window (examples)")
-        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, data["pd"]))
+        _pd_axis(axes, data["pd"])
         _legend(fig, _unique_handles(axes))
     return Path(path)
 
@@ -374,7 +380,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                    order=order)
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
                    band=(f"{quality}_low", f"{quality}_high"), order=order)
-            upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
+            _pd_axis([upper], rows["pd"])
             lower.set_ylabel(f"{loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
             _log_x(lower, data["n_params"])
@@ -405,7 +411,7 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     with _figure(path, title, panels, paired=True) as (fig, axes):
         for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
             _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
-            upper.set_ylabel(PD_LABEL + _pd_scale([upper], rows["pd"]))
+            _pd_axis([upper], rows["pd"])
             if loss:
                 _lines(lower, rows, line_keys, "step", loss, order=order,
                        band=(f"{quality}_low", f"{quality}_high"))
@@ -449,7 +455,7 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
                            label=m) for i, m in enumerate(models)]
         _legend(fig, handles, title="color: activation, marker: model")
         ax.set_xlabel(f"{quality.removesuffix('_mean').replace('_', ' ')} (nats)")
-        ax.set_ylabel(PD_LABEL + _pd_scale([ax], data["pd"]))
+        _pd_axis([ax], data["pd"])
     return Path(path)
 
 
@@ -494,7 +500,7 @@ def pd_by_teacher_probability(
         ax.set_xlim(0, 1)
         ax.set_xlabel(x_label)
         values = pd.Series(np.concatenate(means))
-        ax.set_ylabel(PD_LABEL + _pd_scale([ax], values[np.isfinite(values)]))
+        _pd_axis([ax], values[np.isfinite(values)])
         _legend(fig, _unique_handles([ax]))
     return Path(path)
 
@@ -518,7 +524,7 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
         _lines(axes[0], _with_pd(data), keys, "k", "pd", band=("pd_low", "pd_high"), order=order)
         _lines(axes[1], data, keys, "k", "accuracy", band=("accuracy_low", "accuracy_high"),
                order=order)
-        axes[0].set_ylabel(PD_LABEL + _pd_scale(axes[:1], _with_pd(data)["pd"]))
+        _pd_axis(axes[:1], _with_pd(data)["pd"])
         axes[1].set_ylim(*_accuracy_limits(data))
         axes[1].set_ylabel("accuracy (bands: 95% intervals)")
         for ax in axes:
