@@ -96,10 +96,14 @@ def _series_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
     return [name for name, _ in _series(frame, keys)]
 
 
+def _color(i: int) -> tuple:
+    """Color of the i-th series, kind or activation: ten colors in turn."""
+    return COLORS[i % len(COLORS)]
+
+
 def _style(i: int) -> dict:
     """Color and line style of the i-th series: ten colors, then the next line style."""
-    linestyle = LINESTYLES[i // len(COLORS) % len(LINESTYLES)]
-    return {"color": COLORS[i % len(COLORS)], "linestyle": linestyle}
+    return {"color": _color(i), "linestyle": LINESTYLES[i // len(COLORS) % len(LINESTYLES)]}
 
 
 def _errors(rows: pd.DataFrame, name: str, center: str | None = None) -> list[pd.Series]:
@@ -256,6 +260,27 @@ def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
                             alpha=0.15, linewidth=0)
 
 
+def _bars(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], activations: list[str], *,
+          order: list[str]) -> None:
+    """Bars of PD with their intervals at each activation, one per series side by side, in
+    the color of its place in `order` (as `_lines`); a bar of a group that did not converge
+    is hatched, one of PD exactly 0 is marked "0"."""
+    width = 0.8 / len(order)
+    for name, rows in _series(frame, keys):
+        i = order.index(name)
+        x = rows["activation.name"].astype(object).map(activations.index) + \
+            (i - (len(order) - 1) / 2) * width
+        bars = ax.bar(x, rows["pd"], width, yerr=_errors(rows, "pd"), capsize=2, label=name,
+                      color=_color(i), error_kw={"linewidth": 0.8})
+        for bar, done in zip(bars, _converged(rows), strict=True):
+            if not done:
+                bar.set_hatch("///")
+                bar.set_facecolor("white")
+                bar.set_edgecolor(_color(i))
+        for xi in x[rows["pd"] == 0]:
+            ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
+
+
 def _converged(rows: pd.DataFrame) -> pd.Series:
     """Whether each group converged; groups without the column count as converged."""
     if "converged" not in rows:
@@ -302,25 +327,11 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
     panels = list(_series(data, ["model.name", *panel_keys]))
     if len(panels) == 1:
         panels = [("", data)]  # a lone panel needs no title
-    series = _series_labels(data, line_keys)
-    width = 0.8 / len(series)
+    order = _series_labels(data, line_keys)
     title = _title(study, "PD by activation", _unconverged_note(data, "hatched"))
     with _figure(path, title, panels, panel_width=3.5, sharey=True) as (fig, axes):
-        for ax, (_, in_panel) in zip(axes, panels, strict=True):
-            for name, rows in _series(in_panel, line_keys):
-                i = series.index(name)
-                offset = (i - (len(series) - 1) / 2) * width
-                x = rows["activation.name"].astype(object).map(activations.index) + offset
-                bars = ax.bar(x, rows["pd"], width, yerr=_errors(rows, "pd"), capsize=2,
-                              label=name,
-                              color=_style(i)["color"], error_kw={"linewidth": 0.8})
-                for bar, done in zip(bars, _converged(rows), strict=True):
-                    if not done:
-                        bar.set_hatch("///")
-                        bar.set_facecolor("white")
-                        bar.set_edgecolor(_style(i)["color"])
-                for xi in x[rows["pd"] == 0]:
-                    ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
+        for ax, (_, rows) in zip(axes, panels, strict=True):
+            _bars(ax, rows, line_keys, activations, order=order)
             tilted = {"rotation": 40, "ha": "right", "rotation_mode": "anchor"}
             ax.set_xticks(range(len(activations)), activations,
                           **(tilted if len(activations) > 4 else {}))
@@ -441,7 +452,7 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     with _figure(path, title) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
-            colors = [COLORS[activations.index(a) % len(COLORS)] for a in rows["activation.name"]]
+            colors = [_color(activations.index(a)) for a in rows["activation.name"]]
             faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
                                                                strict=True)]
             ax.errorbar(rows[quality], rows["pd"], xerr=_errors(rows, reported_loss(data), quality),
@@ -449,7 +460,7 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
                         elinewidth=0.8, zorder=1)
             ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
                        marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
-        handles = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", linestyle="",
+        handles = [Line2D([], [], color=_color(i), marker="o", linestyle="",
                           label=a) for i, a in enumerate(activations)]
         handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
                            label=m) for i, m in enumerate(models)]
@@ -600,7 +611,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                         yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
                         elinewidth=0.8, zorder=1)
             for (_, row), done in zip(rows.iterrows(), _converged(rows), strict=True):
-                color = COLORS[kinds.index(row["kind"]) % len(COLORS)]
+                color = _color(kinds.index(row["kind"]))
                 plain = row["kind"].startswith("none")
                 marker = "*" if plain else MARKERS[strengths[row["arm"]] % len(MARKERS)]
                 ax.scatter(row[f"{quality}_mean"], row["pd"], s=110 if plain else 36,
@@ -670,7 +681,7 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
                 unforked = members[members["randomness.fork_step"] == 0]
                 if len(unforked):
                     ax.axhline(unforked["pd"].iloc[0], linestyle=":", linewidth=0.8,
-                               color=_style(order.index(series))["color"])
+                               color=_color(order.index(series)))
             ax.set_xscale("symlog", linthresh=positive.min() if len(positive) else 1)
             ax.set_xlim(0, steps.max() * 1.2 if steps.max() > 0 else 1)  # no negative half
             ticks = sorted(steps.unique())
@@ -723,7 +734,7 @@ def pareto(trials: pd.DataFrame, path: str | Path, *, study: str = "") -> Path:
         groups = trials.groupby(key) if key else [("trials", trials)]
         for i, (name, rows) in enumerate(groups):
             ax.scatter(rows[loss], rows["pd"], s=24, alpha=0.75, label=str(name),
-                       color=_style(i)["color"])
+                       color=_color(i))
         front = trials[trials["pareto"]].sort_values(loss)
         ax.scatter(front[loss], front["pd"], s=70, facecolors="none",
                    edgecolors="black", linewidths=1.2, label="Pareto front")
