@@ -241,11 +241,13 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
 
 
-def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
-           band: tuple[str, str] | None = None, *, order: list[str]) -> None:
-    """One line per series of y against x, with an optional shaded band between two columns;
-    points of groups that did not converge are hollow. A series' color follows its place in
-    `order`, the series labels of the whole figure, so that every panel agrees."""
+def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str, *,
+           order: list[str]) -> None:
+    """One line per series of y (a measure or its `_mean`) against x, in a band of the
+    measure's interval (its `_low` and `_high` columns); points of groups that did not
+    converge are hollow. A series' color follows its place in `order`, the series labels of
+    the whole figure, so that every panel agrees."""
+    measure = y.removesuffix("_mean")
     for name, rows in _series(frame, keys):
         rows = rows.sort_values(x)
         style = _style(order.index(name))
@@ -255,9 +257,8 @@ def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str,
                 color=style["color"])
         ax.plot(rows[x][~done], rows[y][~done], marker="o", markersize=5, linestyle="",
                 color=style["color"], markerfacecolor="white")
-        if band:
-            ax.fill_between(rows[x], rows[band[0]], rows[band[1]], color=style["color"],
-                            alpha=0.15, linewidth=0)
+        ax.fill_between(rows[x], rows[f"{measure}_low"], rows[f"{measure}_high"],
+                        color=style["color"], alpha=0.15, linewidth=0)
 
 
 def _bars(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], activations: list[str], *,
@@ -356,8 +357,7 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     title = _title(study, "PD by shuffle window", _unconverged_note(data))
     with _figure(path, title, panels, panel_width=4.2, sharey=True) as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
-            _lines(ax, rows, line_keys, "randomness.window", "pd", band=("pd_low", "pd_high"),
-                   order=order)
+            _lines(ax, rows, line_keys, "randomness.window", "pd", order=order)
             _log_x(ax, data["randomness.window"], base=2)
             ax.set_xlabel("shuffle window (examples)")
         _pd_axis(axes, data["pd"])
@@ -387,10 +387,8 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
                    _unconverged_note(data))
     with _figure(path, title, panels, paired=True) as (fig, axes):
         for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
-            _lines(upper, rows, line_keys, "n_params", "pd", band=("pd_low", "pd_high"),
-                   order=order)
-            _lines(lower, rows, line_keys, "n_params", f"{quality}_mean",
-                   band=(f"{quality}_low", f"{quality}_high"), order=order)
+            _lines(upper, rows, line_keys, "n_params", "pd", order=order)
+            _lines(lower, rows, line_keys, "n_params", f"{quality}_mean", order=order)
             _pd_axis([upper], rows["pd"])
             lower.set_ylabel(f"{loss_label(quality)} (nats)")
             _log_x(upper, data["n_params"])
@@ -421,11 +419,10 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
                    _unconverged_note(groups))
     with _figure(path, title, panels, paired=True) as (fig, axes):
         for (upper, lower), (_, rows) in zip(axes, panels, strict=True):
-            _lines(upper, rows, line_keys, "step", "pd", band=("pd_low", "pd_high"), order=order)
+            _lines(upper, rows, line_keys, "step", "pd", order=order)
             _pd_axis([upper], rows["pd"])
             if loss:
-                _lines(lower, rows, line_keys, "step", loss, order=order,
-                       band=(f"{quality}_low", f"{quality}_high"))
+                _lines(lower, rows, line_keys, "step", loss, order=order)
                 lower.set_ylabel(f"{loss_label(quality)} (nats)")
                 positive = (data[loss] > 0).all()
                 lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
@@ -435,6 +432,13 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
         _legend(fig, _unique_handles(upper for upper, _ in axes))
     return Path(path)
+
+
+def _interval_bars(ax: plt.Axes, rows: pd.DataFrame, loss: str) -> None:
+    """Grey bars of the intervals of each row's PD (y) and mean `loss` (x), under its point."""
+    ax.errorbar(rows[f"{loss}_mean"], rows["pd"], xerr=_errors(rows, loss, f"{loss}_mean"),
+                yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey", elinewidth=0.8,
+                zorder=1)
 
 
 def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
@@ -455,9 +459,7 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
             colors = [_color(activations.index(a)) for a in rows["activation.name"]]
             faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
                                                                strict=True)]
-            ax.errorbar(rows[quality], rows["pd"], xerr=_errors(rows, reported_loss(data), quality),
-                        yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
-                        elinewidth=0.8, zorder=1)
+            _interval_bars(ax, rows, reported_loss(data))
             ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
                        marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
         handles = [Line2D([], [], color=_color(i), marker="o", linestyle="",
@@ -532,9 +534,8 @@ def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -
     keys = varying(data)
     order = _series_labels(data, keys)
     with _figure(path, _title(study, title), 2, panel_width=3.5) as (fig, axes):
-        _lines(axes[0], _with_pd(data), keys, "k", "pd", band=("pd_low", "pd_high"), order=order)
-        _lines(axes[1], data, keys, "k", "accuracy", band=("accuracy_low", "accuracy_high"),
-               order=order)
+        _lines(axes[0], _with_pd(data), keys, "k", "pd", order=order)
+        _lines(axes[1], data, keys, "k", "accuracy", order=order)
         _pd_axis(axes[:1], _with_pd(data)["pd"])
         axes[1].set_ylim(*_accuracy_limits(data))
         axes[1].set_ylabel("accuracy (bands: 95% intervals)")
@@ -606,10 +607,7 @@ def pd_vs_loss(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     title = _title(study, f"PD vs {loss_label(quality)} by mitigation", _unconverged_note(data))
     with _figure(path, title, panels, panel_width=5.0, label_size="small") as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
-            ax.errorbar(rows[f"{quality}_mean"], rows["pd"],
-                        xerr=_errors(rows, quality, f"{quality}_mean"),
-                        yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey",
-                        elinewidth=0.8, zorder=1)
+            _interval_bars(ax, rows, quality)
             for (_, row), done in zip(rows.iterrows(), _converged(rows), strict=True):
                 color = _color(kinds.index(row["kind"]))
                 plain = row["kind"].startswith("none")
@@ -675,8 +673,7 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
     title = _title(study, "final PD by the step where runs fork", _unconverged_note(data))
     with _figure(path, title, panels, panel_width=3.6, label_size="small") as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
-            _lines(ax, rows, line_keys, "randomness.fork_step", "pd",
-                   band=("pd_low", "pd_high"), order=order)
+            _lines(ax, rows, line_keys, "randomness.fork_step", "pd", order=order)
             for series, members in _series(rows, line_keys):
                 unforked = members[members["randomness.fork_step"] == 0]
                 if len(unforked):
