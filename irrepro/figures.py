@@ -19,10 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from irrepro.config import (
-    is_mitigation_key,
-    mitigation_label,
-)
+from irrepro.config import is_mitigation_key, mitigation_label
 from irrepro.summary_schema import EXCESS_LOSS, LOSS, levels, loss_label, reported_loss, varying
 
 matplotlib.use("Agg")
@@ -289,7 +286,7 @@ def _converged(rows: pd.DataFrame) -> pd.Series:
     return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
 
 
-def _panels(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
+def _split_keys(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
     """Split the series keys into panel keys and line keys, so that no panel holds more than
     MAX_SERIES series: factors move to the panels in PANEL_ORDER until the lines fit."""
     panel_keys: list[str] = []
@@ -324,7 +321,7 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
         return None
     activations = levels(data["activation.name"])
     keys = varying(data, exclude=("activation.name", "model.name"))
-    panel_keys, line_keys = _panels(data, keys)
+    panel_keys, line_keys = _split_keys(data, keys)
     panels = list(_series(data, ["model.name", *panel_keys]))
     if len(panels) == 1:
         panels = [("", data)]  # a lone panel needs no title
@@ -351,7 +348,7 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
     keys = varying(data, exclude=("randomness.window",))
     if data["randomness.window"].nunique() < 3:
         return None
-    panel_keys, line_keys = _panels(data, keys)
+    panel_keys, line_keys = _split_keys(data, keys)
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
     title = _title(study, "PD by shuffle window", _unconverged_note(data))
@@ -380,7 +377,7 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
     # Lines run along the width; depth, when it varies too, makes lines of its own.
     along = tuple(k for k in SIZE_KEYS if k != "model.depth" or data["model.width"].nunique() < 2)
     keys = varying(data, exclude=along)
-    panel_keys, line_keys = _panels(data, keys)
+    panel_keys, line_keys = _split_keys(data, keys)
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
     title = _title(study, f"PD and {loss_label(quality)} by model size",
@@ -391,8 +388,8 @@ def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> P
             _lines(lower, rows, line_keys, "n_params", f"{quality}_mean", order=order)
             _pd_axis([upper], rows["pd"])
             lower.set_ylabel(f"{loss_label(quality)} (nats)")
-            _log_x(upper, data["n_params"])
-            _log_x(lower, data["n_params"])
+            for ax in (upper, lower):
+                _log_x(ax, data["n_params"])
             lower.set_xlabel(PARAMS_LABEL)
         _legend(fig, _unique_handles(upper for upper, _ in axes))
     return Path(path)
@@ -406,11 +403,10 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
     if by_step is None or by_step.empty:
         return None
     status = summary.set_index("group_key")["converged"] if "converged" in summary else None
-    data = by_step.assign(converged=by_step["group_key"].map(status) if status is not None
-                          else True)
+    data = by_step.assign(converged=True if status is None else by_step["group_key"].map(status))
     groups = data.drop_duplicates("group_key")
     keys = varying(groups, exclude=("step",))
-    panel_keys, line_keys = _panels(groups, keys)
+    panel_keys, line_keys = _split_keys(groups, keys)
     quality = reported_loss(data)
     loss = f"{quality}_mean" if f"{quality}_mean" in data else None
     panels = list(_series(data, panel_keys))
@@ -424,8 +420,10 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
             if loss:
                 _lines(lower, rows, line_keys, "step", loss, order=order)
                 lower.set_ylabel(f"{loss_label(quality)} (nats)")
-                positive = (data[loss] > 0).all()
-                lower.set_yscale("log") if positive else lower.set_yscale("symlog", linthresh=1e-3)
+                if (data[loss] > 0).all():
+                    lower.set_yscale("log")
+                else:
+                    lower.set_yscale("symlog", linthresh=1e-3)
             for ax in (upper, lower):
                 ax.set_xscale("symlog", linthresh=1)
                 ax.set_xlim(left=0)  # no empty negative half
@@ -448,26 +446,26 @@ def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Pat
     data = _with_pd(summary)
     if len(data) < 2:
         return None
-    quality = f"{reported_loss(data)}_mean"
+    loss = reported_loss(data)
+    mean = f"{loss}_mean"
     activations = levels(data["activation.name"])
     models = levels(data["model.name"])
-    title = _title(study, f"PD vs {loss_label(quality.removesuffix('_mean'))}",
-                   _unconverged_note(data))
+    title = _title(study, f"PD vs {loss_label(loss)}", _unconverged_note(data))
     with _figure(path, title) as (fig, (ax,)):
         for model_index, model in enumerate(models):
             rows = data[data["model.name"] == model]
             colors = [_color(activations.index(a)) for a in rows["activation.name"]]
             faces = [c if done else "white" for c, done in zip(colors, _converged(rows),
                                                                strict=True)]
-            _interval_bars(ax, rows, reported_loss(data))
-            ax.scatter(rows[quality], rows["pd"], facecolors=faces, edgecolors=colors,
+            _interval_bars(ax, rows, loss)
+            ax.scatter(rows[mean], rows["pd"], facecolors=faces, edgecolors=colors,
                        marker=MARKERS[model_index % len(MARKERS)], s=30, alpha=0.8)
         handles = [Line2D([], [], color=_color(i), marker="o", linestyle="",
                           label=a) for i, a in enumerate(activations)]
         handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="",
                            label=m) for i, m in enumerate(models)]
         _legend(fig, handles, title="color: activation, marker: model")
-        ax.set_xlabel(f"{quality.removesuffix('_mean').replace('_', ' ')} (nats)")
+        ax.set_xlabel(f"{loss_label(loss)} (nats)")
         _pd_axis([ax], data["pd"])
     return Path(path)
 
@@ -642,16 +640,22 @@ def pd_reduction(effects: pd.DataFrame, path: str | Path, *, study: str = "") ->
             significant = rows["p_adjusted"] < 0.05
             ax.scatter(rows["ratio"], y, color="black", s=30,
                        facecolors=["black" if s else "white" for s in significant], zorder=2)
-            ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
-            ax.set_xscale("log")
-            low, high = ax.get_xlim()
-            ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("PD ratio to no mitigation (log scale)")
+            _ratio_x(ax)
         axes[0].set_yticks(range(len(arms)), arms, fontsize="small")
         axes[0].invert_yaxis()
     return Path(path)
+
+
+def _ratio_x(ax: plt.Axes) -> None:
+    """A log x axis of PD ratios to no mitigation, with a dashed line at 1 (no change) and
+    plain ticks from RATIO_TICKS."""
+    ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("PD ratio to no mitigation (log scale)")
 
 
 def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
@@ -668,8 +672,6 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
     panel_keys = [key for key in keys if key not in line_keys and key != "randomness.window"]
     panels = list(_series(data, panel_keys))
     order = _series_labels(data, line_keys)
-    steps = data["randomness.fork_step"]
-    positive = steps[steps > 0]
     title = _title(study, "final PD by the step where runs fork", _unconverged_note(data))
     with _figure(path, title, panels, panel_width=3.6, label_size="small") as (fig, axes):
         for ax, (_, rows) in zip(axes, panels, strict=True):
@@ -679,16 +681,23 @@ def pd_by_fork_step(summary: pd.DataFrame, path: str | Path, *, study: str = "")
                 if len(unforked):
                     ax.axhline(unforked["pd"].iloc[0], linestyle=":", linewidth=0.8,
                                color=_color(order.index(series)))
-            ax.set_xscale("symlog", linthresh=positive.min() if len(positive) else 1)
-            ax.set_xlim(0, steps.max() * 1.2 if steps.max() > 0 else 1)  # no negative half
-            ticks = sorted(steps.unique())
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize="small", rotation=45)
-            ax.xaxis.set_minor_locator(NullLocator())
+            _fork_step_x(ax, data["randomness.fork_step"])
             ax.set_ylim(bottom=0)
-            ax.set_xlabel("fork step (symlog; 0 = no fork)")
         axes[0].set_ylabel(PD_LABEL + " at the end")
         _legend(fig, _unique_handles(axes), title="dotted: the same source without a fork")
     return Path(path)
+
+
+def _fork_step_x(ax: plt.Axes, steps: pd.Series) -> None:
+    """A symlog x axis of fork steps from 0 (no fork), linear up to the first fork, with a
+    tick at each step."""
+    positive = steps[steps > 0]
+    ax.set_xscale("symlog", linthresh=positive.min() if len(positive) else 1)
+    ax.set_xlim(0, steps.max() * 1.2 if steps.max() > 0 else 1)  # no negative half
+    ticks = sorted(steps.unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize="small", rotation=45)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("fork step (symlog; 0 = no fork)")
 
 
 def draw_all(
