@@ -93,64 +93,31 @@ def _series_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
     return [name for name, _ in _series(frame, keys)]
 
 
-def _color(i: int) -> tuple:
-    """Color of the i-th series, kind or activation: ten colors in turn."""
-    return COLORS[i % len(COLORS)]
+def _split_keys(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Split the series keys into panel keys and line keys, so that no panel holds more than
+    MAX_SERIES series: factors move to the panels in PANEL_ORDER until the lines fit."""
+    panel_keys: list[str] = []
+    line_keys = list(keys)
+    order = [k for k in PANEL_ORDER if k in keys] + [k for k in keys if k not in PANEL_ORDER]
+    for key in order:
+        if _most_series(frame, panel_keys, line_keys) <= MAX_SERIES:
+            break
+        panel_keys.append(key)
+        line_keys.remove(key)
+    return panel_keys, line_keys
 
 
-def _style(i: int) -> dict:
-    """Color and line style of the i-th series: ten colors, then the next line style."""
-    return {"color": _color(i), "linestyle": LINESTYLES[i // len(COLORS) % len(LINESTYLES)]}
-
-
-def _errors(rows: pd.DataFrame, name: str, center: str | None = None) -> list[pd.Series]:
-    """Error bar lengths below and above `center` (default: the column `name`) from the
-    interval columns `<name>_low` and `<name>_high`; none where the interval is unknown."""
-    center = rows[center or name]
-    return [(center - rows[f"{name}_low"]).clip(lower=0).fillna(0),
-            (rows[f"{name}_high"] - center).clip(lower=0).fillna(0)]
+def _most_series(frame: pd.DataFrame, panel_keys: list[str], line_keys: list[str]) -> int:
+    if not line_keys:
+        return 1
+    if not panel_keys:
+        return frame.groupby(line_keys, dropna=False).ngroups
+    return max(rows.groupby(line_keys, dropna=False).ngroups
+               for _, rows in frame.groupby(panel_keys, dropna=False))
 
 
 def _with_pd(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[np.isfinite(frame["pd"])]
-
-
-def _title(study: str, text: str, note: str | None = None) -> str:
-    """A figure's title: `text` after the study's name, and a note, if any, in parentheses on
-    a line of its own."""
-    title = f"{study}: {text}" if study else text
-    return f"{title}\n({note})" if note else title
-
-
-def _unconverged_note(frame: pd.DataFrame, drawn: str = "hollow") -> str | None:
-    """The title's note on how groups that did not converge are drawn, if `frame` has any."""
-    return None if _converged(frame).all() else f"{drawn}: not converged"
-
-
-def _pd_scale(axes: Sequence, values: pd.Series) -> str:
-    """A log y axis when positive PDs span more than 100x: symlog from 0 when some PD is
-    exactly 0 (so it still sits at the foot), plain log otherwise.
-
-    Returns the note to append to the PD axis label.
-    """
-    positive = values[values > 0]
-    if positive.empty or positive.max() / positive.min() <= 100:
-        return ""
-    if len(positive) == len(values):
-        for ax in axes:
-            ax.set_yscale("log")
-        return " (log scale)"
-    threshold = 10.0 ** np.floor(np.log10(positive.min()))
-    for ax in axes:
-        ax.set_yscale("symlog", linthresh=threshold, linscale=0.3)
-        ax.set_ylim(bottom=0)
-    return " (symlog scale)"
-
-
-def _pd_axis(axes: Sequence[plt.Axes], values: pd.Series) -> None:
-    """PD on the y axis of `axes`, labelled on the first, in the scale `_pd_scale` picks for
-    `values`."""
-    axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, values))
 
 
 def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.DataFrame, str]:
@@ -161,31 +128,11 @@ def _keep_top(frame: pd.DataFrame, scores: pd.Series, title: str) -> tuple[pd.Da
     return frame[frame["group_key"].isin(top)], f"{title} (top {TOP_GROUPS} of {len(scores)} by PD)"
 
 
-def _legend(fig: plt.Figure, handles: list, title: str | None = None) -> None:
-    """The figure's legend of `handles` under the panels, if any of them has a label."""
-    labels = [h.get_label() for h in handles]
-    if any(labels):
-        ncol = max(1, min(len(labels), 4, 100 // (max(map(len, labels)) + 6)))
-        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small",
-                   title=title, title_fontsize="small")
-
-
-def _unique_handles(axes) -> list:
-    """Labelled handles of all panels, one per label, in order of first appearance."""
-    handles: dict[str, object] = {}
-    for ax in axes:
-        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(name, handle)
-    return list(handles.values())
-
-
-def _log_x(ax: plt.Axes, values: pd.Series, base: float = 10) -> None:
-    """Log x axis; with few distinct values, ticks at exactly those values."""
-    ax.set_xscale("log", base=base)
-    ticks = sorted(values.unique())
-    if len(ticks) <= 8:
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_locator(NullLocator())
+def _converged(rows: pd.DataFrame) -> pd.Series:
+    """Whether each group converged; groups without the column count as converged."""
+    if "converged" not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
 
 
 @contextmanager
@@ -232,10 +179,93 @@ def _paired_axes(count: int) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes]
     return fig, pairs[:count]
 
 
+def _title(study: str, text: str, note: str | None = None) -> str:
+    """A figure's title: `text` after the study's name, and a note, if any, in parentheses on
+    a line of its own."""
+    title = f"{study}: {text}" if study else text
+    return f"{title}\n({note})" if note else title
+
+
+def _unconverged_note(frame: pd.DataFrame, drawn: str = "hollow") -> str | None:
+    """The title's note on how groups that did not converge are drawn, if `frame` has any."""
+    return None if _converged(frame).all() else f"{drawn}: not converged"
+
+
+def _legend(fig: plt.Figure, handles: list, title: str | None = None) -> None:
+    """The figure's legend of `handles` under the panels, if any of them has a label."""
+    labels = [h.get_label() for h in handles]
+    if any(labels):
+        ncol = max(1, min(len(labels), 4, 100 // (max(map(len, labels)) + 6)))
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small",
+                   title=title, title_fontsize="small")
+
+
+def _unique_handles(axes) -> list:
+    """Labelled handles of all panels, one per label, in order of first appearance."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+    return list(handles.values())
+
+
 def _save(fig: plt.Figure, path: str | Path) -> None:
     """Every figure is saved here, at one resolution."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
+
+
+def _color(i: int) -> tuple:
+    """Color of the i-th series, kind or activation: ten colors in turn."""
+    return COLORS[i % len(COLORS)]
+
+
+def _style(i: int) -> dict:
+    """Color and line style of the i-th series: ten colors, then the next line style."""
+    return {"color": _color(i), "linestyle": LINESTYLES[i // len(COLORS) % len(LINESTYLES)]}
+
+
+def _errors(rows: pd.DataFrame, name: str, center: str | None = None) -> list[pd.Series]:
+    """Error bar lengths below and above `center` (default: the column `name`) from the
+    interval columns `<name>_low` and `<name>_high`; none where the interval is unknown."""
+    center = rows[center or name]
+    return [(center - rows[f"{name}_low"]).clip(lower=0).fillna(0),
+            (rows[f"{name}_high"] - center).clip(lower=0).fillna(0)]
+
+
+def _pd_scale(axes: Sequence, values: pd.Series) -> str:
+    """A log y axis when positive PDs span more than 100x: symlog from 0 when some PD is
+    exactly 0 (so it still sits at the foot), plain log otherwise.
+
+    Returns the note to append to the PD axis label.
+    """
+    positive = values[values > 0]
+    if positive.empty or positive.max() / positive.min() <= 100:
+        return ""
+    if len(positive) == len(values):
+        for ax in axes:
+            ax.set_yscale("log")
+        return " (log scale)"
+    threshold = 10.0 ** np.floor(np.log10(positive.min()))
+    for ax in axes:
+        ax.set_yscale("symlog", linthresh=threshold, linscale=0.3)
+        ax.set_ylim(bottom=0)
+    return " (symlog scale)"
+
+
+def _pd_axis(axes: Sequence[plt.Axes], values: pd.Series) -> None:
+    """PD on the y axis of `axes`, labelled on the first, in the scale `_pd_scale` picks for
+    `values`."""
+    axes[0].set_ylabel(PD_LABEL + _pd_scale(axes, values))
+
+
+def _log_x(ax: plt.Axes, values: pd.Series, base: float = 10) -> None:
+    """Log x axis; with few distinct values, ticks at exactly those values."""
+    ax.set_xscale("log", base=base)
+    ticks = sorted(values.unique())
+    if len(ticks) <= 8:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _lines(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], x: str, y: str, *,
@@ -279,34 +309,11 @@ def _bars(ax: plt.Axes, frame: pd.DataFrame, keys: list[str], activations: list[
             ax.annotate("0", (xi, 0), ha="center", va="bottom", fontsize="small")
 
 
-def _converged(rows: pd.DataFrame) -> pd.Series:
-    """Whether each group converged; groups without the column count as converged."""
-    if "converged" not in rows:
-        return pd.Series(True, index=rows.index)
-    return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
-
-
-def _split_keys(frame: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[str]]:
-    """Split the series keys into panel keys and line keys, so that no panel holds more than
-    MAX_SERIES series: factors move to the panels in PANEL_ORDER until the lines fit."""
-    panel_keys: list[str] = []
-    line_keys = list(keys)
-    order = [k for k in PANEL_ORDER if k in keys] + [k for k in keys if k not in PANEL_ORDER]
-    for key in order:
-        if _most_series(frame, panel_keys, line_keys) <= MAX_SERIES:
-            break
-        panel_keys.append(key)
-        line_keys.remove(key)
-    return panel_keys, line_keys
-
-
-def _most_series(frame: pd.DataFrame, panel_keys: list[str], line_keys: list[str]) -> int:
-    if not line_keys:
-        return 1
-    if not panel_keys:
-        return frame.groupby(line_keys, dropna=False).ngroups
-    return max(rows.groupby(line_keys, dropna=False).ngroups
-               for _, rows in frame.groupby(panel_keys, dropna=False))
+def _interval_bars(ax: plt.Axes, rows: pd.DataFrame, loss: str) -> None:
+    """Grey bars of the intervals of each row's PD (y) and mean `loss` (x), under its point."""
+    ax.errorbar(rows[f"{loss}_mean"], rows["pd"], xerr=_errors(rows, loss, f"{loss}_mean"),
+                yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey", elinewidth=0.8,
+                zorder=1)
 
 
 def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
@@ -430,13 +437,6 @@ def pd_over_training(by_step: pd.DataFrame, summary: pd.DataFrame, path: str | P
             lower.set_xlabel("training step (symlog scale; 0 = initialization)")
         _legend(fig, _unique_handles(upper for upper, _ in axes))
     return Path(path)
-
-
-def _interval_bars(ax: plt.Axes, rows: pd.DataFrame, loss: str) -> None:
-    """Grey bars of the intervals of each row's PD (y) and mean `loss` (x), under its point."""
-    ax.errorbar(rows[f"{loss}_mean"], rows["pd"], xerr=_errors(rows, loss, f"{loss}_mean"),
-                yerr=_errors(rows, "pd"), fmt="none", ecolor="lightgrey", elinewidth=0.8,
-                zorder=1)
 
 
 def tradeoff(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
