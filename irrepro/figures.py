@@ -135,6 +135,8 @@ def _converged(rows: pd.DataFrame) -> pd.Series:
     return rows["converged"].astype(object).eq(True) | rows["converged"].isna()
 
 
+# The skeleton of every figure: _figure makes it and its panels, _title composes its title
+# with a note, _legend adds its legend, and _save writes it.
 @contextmanager
 def _figure(path: str | Path, title: str, panels: int | list[tuple[str, pd.DataFrame]] = 1, *,
             panel_width: float = 7.0, height: float = 4.5, paired: bool = False,
@@ -150,9 +152,8 @@ def _figure(path: str | Path, title: str, panels: int | list[tuple[str, pd.DataF
         fig, axes = _paired_axes(len(labels))
         titled = [upper for upper, _ in axes]
     else:
-        fig, grid = plt.subplots(1, len(labels), squeeze=False, layout="constrained",
-                                 figsize=(max(7.0, panel_width * len(labels)), height), **shared)
-        axes = titled = list(grid[0])
+        fig, axes = _side_by_side_axes(len(labels), panel_width, height, **shared)
+        titled = axes
     try:
         fig.suptitle(title)
         for ax, name in zip(titled, labels, strict=True):
@@ -162,6 +163,14 @@ def _figure(path: str | Path, title: str, panels: int | list[tuple[str, pd.DataF
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _side_by_side_axes(count: int, panel_width: float, height: float,
+                       **shared) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of `count` axes in a row, `panel_width` wide each and 7 at least in all."""
+    fig, grid = plt.subplots(1, count, figsize=(max(7.0, panel_width * count), height),
+                             squeeze=False, layout="constrained", **shared)
+    return fig, list(grid[0])
 
 
 def _paired_axes(count: int) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes]]]:
@@ -317,12 +326,8 @@ def _interval_bars(ax: plt.Axes, rows: pd.DataFrame, loss: str) -> None:
 
 
 def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """Bars of PD per activation, one per other varying config (e.g. randomness), 95% CI.
-
-    One panel per model when `model.name` varies, and per value of further factors when the
-    bars would not fit; groups that did not converge are hatched. When positive PDs span more
-    than 100x the y axis is symlog; bars of PD exactly 0 (e.g. randomness=none) are marked "0".
-    """
+    """Bars of PD per activation with their 95% intervals, one per other varying config (e.g.
+    randomness), in a panel per model, and per further factor when the bars would not fit."""
     data = _with_pd(summary)
     if data["activation.name"].nunique() < 2:
         return None
@@ -347,10 +352,8 @@ def pd_by_activation(summary: pd.DataFrame, path: str | Path, *, study: str = ""
 
 
 def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD against the shuffle window (log2 x), one line per other varying config, 95% CI band.
-
-    Needs at least 3 windows and at most MAX_SERIES lines.
-    """
+    """PD against the shuffle window (log2 x), one line per other varying config with its 95%
+    band, in panels by study factor when the lines would not fit one. Needs 3 windows."""
     data = _with_pd(summary)
     keys = varying(data, exclude=("randomness.window",))
     if data["randomness.window"].nunique() < 3:
@@ -370,13 +373,9 @@ def pd_by_window(summary: pd.DataFrame, path: str | Path, *, study: str = "") ->
 
 
 def pd_by_size(summary: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD and excess log loss (log loss where there is no teacher), each with its 95% interval
-    over seeds and test examples as a band, against parameter count (log x).
-
-    One line per varying config other than those that set the size (`SIZE_KEYS`), except
-    that depth keeps lines of its own when the width varies as well.
-    Needs at least 2 parameter counts and at most MAX_SERIES lines.
-    """
+    """PD above and excess log loss (log loss where there is no teacher) below, with 95% bands,
+    against parameter count (log x): one line per varying config but those that set the size
+    (`SIZE_KEYS`; depth has lines of its own where the width varies too). Needs 2 sizes."""
     data = _with_pd(summary)
     if data["n_params"].nunique() < 2:
         return None
@@ -483,12 +482,9 @@ def pd_by_teacher_probability(
     summary: pd.DataFrame, per_example: dict[str, tuple[np.ndarray, np.ndarray]],
     path: str | Path, *, study: str = "", bins: int = 20, basis: str = "teacher",
 ) -> Path | None:
-    """Mean per-example PD in `bins` bins of the teacher's probability p*(x) (basis "teacher"),
-    or of the runs' mean confidence where there is no teacher (basis "confidence"), one line
-    per group.
-
-    Keeps the TOP_GROUPS groups of highest overall PD, and says so in the title.
-    """
+    """Mean per-example PD in `bins` bins of the teacher's probability p*(x) (basis "teacher")
+    or of the runs' mean confidence (basis "confidence"), one line per group, for the
+    TOP_GROUPS groups of highest PD (the title says so)."""
     data = _with_pd(summary)
     data = data[data["group_key"].isin(list(per_example))]
     if data.empty:
@@ -517,13 +513,9 @@ def pd_by_teacher_probability(
 
 
 def ensemble_pd(ensembles: pd.DataFrame, path: str | Path, *, study: str = "") -> Path | None:
-    """PD and accuracy against ensemble size k (log2 x), one line per group, with 95%
-    interval bands over the ensembles and the test examples.
-
-    Keeps the TOP_GROUPS groups with the highest PD of single models, and says so in the title.
-    The accuracy axis holds every interval, and spans at least MIN_ACCURACY_SPAN. Needs at
-    least 2 ensemble sizes.
-    """
+    """PD and accuracy against ensemble size k (log2 x), one line per group with its 95% band,
+    for the TOP_GROUPS groups of highest single-model PD (the title says so); the accuracy
+    axis as `_accuracy_limits` says. Needs 2 ensemble sizes."""
     if ensembles.empty or ensembles["k"].nunique() < 2:
         return None
     single = ensembles[ensembles["k"] == ensembles["k"].min()]
