@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from irrepro import parallel
 from irrepro.config import is_mitigation_key, mitigation_label
 from irrepro.summary_schema import EXCESS_LOSS, LOSS, levels, loss_label, reported_loss, varying
 
@@ -697,10 +698,11 @@ def draw_all(
     per_example: dict[str, tuple[np.ndarray, np.ndarray]] | None,
     out_dir: str | Path, study: str, by_step: pd.DataFrame | None = None,
     per_example_basis: str = "teacher", effects: pd.DataFrame | None = None,
+    workers: int | None = None,
 ) -> list[Path]:
-    """Draw every figure the data supports into `out_dir/<name>.png`; return the paths written.
-    `per_example_basis` says what the per-example values are binned by (see
-    `pd_by_teacher_probability`)."""
+    """Draw every figure the data supports into `out_dir/<name>.png`, by `workers` processes
+    (default: one per core); return the paths written. `per_example_basis` says what the
+    per-example values are binned by (see `pd_by_teacher_probability`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -717,7 +719,8 @@ def draw_all(
         "pd_reduction": lambda p: pd_reduction(effects, p, study=study),
         "pd_by_fork_step": lambda p: pd_by_fork_step(summary, p, study=study),
     }
-    written = [draw(out_dir / f"{name}.png") for name, draw in figures.items()]
+    written = parallel.fork_map(lambda figure: figure[1](out_dir / f"{figure[0]}.png"),
+                                list(figures.items()), workers)
     return [path for path in written if path is not None]
 
 

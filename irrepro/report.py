@@ -44,8 +44,8 @@ def analyze(
     workers: int | None = None,
 ) -> Analysis:
     """Select, group and measure the runs; write tables (comparisons among them) and figures
-    into folders named after `study` (checked first). The groups are measured by `workers`
-    processes (default: one per core)."""
+    into folders named after `study` (checked first). The groups are measured, and the
+    figures drawn, by `workers` processes (default: one per core)."""
     folder_name(study, "--experiment")
     selection = analysis.select_runs(tracker, sweep_id, parent_run_id, filter_string)
     if not selection.runs:
@@ -95,7 +95,8 @@ def analyze(
     for stale in (figures_dir / study).glob("*.png"):
         stale.unlink()
     drawn = figures.draw_all(summary, ensembles, per_example, figures_dir / study, study,
-                             by_step=by_step, per_example_basis=basis, effects=effects)
+                             by_step=by_step, per_example_basis=basis, effects=effects,
+                             workers=workers)
     run_id = None
     if log_run:
         run_id = _log_analysis_run(tracker, study, reports, figures_dir / study, groups)

@@ -205,7 +205,7 @@ def test_each_groups_data_are_built_once(tmp_path, monkeypatch):
     assert sorted(built) == list(range(5))
 
 
-def test_groups_measured_on_two_cores_give_the_tables_of_one(tmp_path):
+def test_two_cores_write_the_tables_and_figures_of_one(tmp_path):
     tracker = Tracker(store_uri(tmp_path), "cores")
     for activation in ("relu", "smelu", "swish"):
         run_job(make_config(replicas=3, **{"activation.name": activation,
@@ -216,6 +216,8 @@ def test_groups_measured_on_two_cores_give_the_tables_of_one(tmp_path):
         analyze(tracker, "cores", folder / "reports", folder / "figures", log_run=False,
                 workers=workers)
         written[workers] = {path.name: path.read_bytes()
-                            for path in (folder / "reports" / "cores").iterdir()}
-    assert set(written[1]) >= {"summary.csv", "by_step.csv", "ensembles.csv", "comparisons.csv"}
+                            for kind in ("reports", "figures")
+                            for path in (folder / kind / "cores").iterdir()}
+    assert set(written[1]) >= {"summary.csv", "by_step.csv", "ensembles.csv", "comparisons.csv",
+                               "pd_by_activation.png", "pd_over_training.png"}
     assert written[1] == written[2]

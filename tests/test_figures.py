@@ -253,8 +253,9 @@ def test_teacher_probability_returns_none_without_per_example_data(tmp_path):
 
 def test_draw_all_writes_supported_figures_with_study_titles(tmp_path, titles):
     summary = grid_summary()
-    paths = figures.draw_all(
-        summary, ensembles_of(summary), per_example_of(summary), tmp_path / "out", "grid"
+    paths = figures.draw_all(  # in this process, where `titles` sees each figure saved
+        summary, ensembles_of(summary), per_example_of(summary), tmp_path / "out", "grid",
+        workers=1,
     )
     # The grid has one window, but its two models differ in size.
     assert {p.name for p in paths} == {
@@ -273,6 +274,7 @@ def test_draw_all_writes_supported_figures_with_study_titles(tmp_path, titles):
 def test_draw_all_without_ensembles_or_per_example(tmp_path):
     paths = figures.draw_all(window_summary(), None, None, tmp_path, "windows")
     assert {p.name for p in paths} == {"pd_by_activation.png", "pd_by_window.png", "tradeoff.png"}
+    assert sorted(paths) == sorted(tmp_path.iterdir())
 
 
 def test_failed_figure_is_closed(tmp_path):
