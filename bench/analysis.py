@@ -1,11 +1,11 @@
-"""Wall time of one study's analysis with its groups measured on one core and on every core.
+"""Wall time of one study's analysis with its figures drawn on one core and on every core.
 
     python bench/analysis.py [--tracking-uri URI] [--experiment STUDY] [--repeats N]
 
 The store `make figures` filled (default `sqlite:///mlflow.db`, study `single_units`) is
 analysed in this process, interleaved `repeats` times each way into temporary folders, with
 no analysis run logged; prints the median of each, their ratio, and whether the two ways
-wrote the same bytes in every report.
+wrote the same bytes in every report and figure.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from irrepro.tracking import Tracker  # noqa: E402
 
 
 def timed(tracker: Tracker, study: str, workers: int, folder: Path) -> tuple[float, dict]:
-    """Seconds of one analysis by `workers` processes, and the bytes of its reports."""
+    """Seconds of one analysis by `workers` processes, and the bytes of what it wrote."""
     start = time.perf_counter()
     analyze(tracker, study, folder / "reports", folder / "figures", log_run=False,
             workers=workers)
     seconds = time.perf_counter() - start
-    reports = folder / "reports" / study
-    return seconds, {path.name: path.read_bytes() for path in sorted(reports.iterdir())}
+    return seconds, {path.name: path.read_bytes() for kind in ("reports", "figures")
+                     for path in sorted((folder / kind / study).iterdir())}
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
               f"(runs: {', '.join(f'{s:.1f}' for s in seconds[name])})")
     one, every = medians.values()
     same = len({tuple(written.items()) for written in reports.values()}) == 1
-    print(f"ratio {one / every:.2f}x; the same bytes in every report: {same}")
+    print(f"ratio {one / every:.2f}x; the same bytes in every report and figure: {same}")
 
 
 if __name__ == "__main__":

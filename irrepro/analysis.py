@@ -433,25 +433,9 @@ def per_example(group: Group, basis: str = "teacher") -> tuple[np.ndarray, np.nd
     return top.mean(axis=0, dtype=np.float64), pd_x
 
 
-@dataclass
-class GroupRows:
-    """What the tables read of one group: its summary row, its ensembles' rows and its rows
-    at each checkpoint."""
-
-    summary: dict[str, Any]
-    ensembles: list[dict[str, Any]]
-    by_step: list[dict[str, Any]]
-
-
-def group_rows(group: Group) -> GroupRows:
-    return GroupRows(summarize(group), ensemble_rows(group), by_step_rows(group))
-
-
-def summary_frame(groups: list[Group], summaries: list[dict[str, Any]] | None = None
-                  ) -> pd.DataFrame:
-    """One row per group (`summaries`, each group's `summarize`, where computed already):
-    label columns, the config values that vary, then the measures."""
-    frame = pd.DataFrame(summaries or [summarize(group) for group in groups])
+def summary_frame(groups: list[Group]) -> pd.DataFrame:
+    """One row per group: label columns, the config values that vary, then the measures."""
+    frame = pd.DataFrame([summarize(group) for group in groups])
     for column in LABEL_COLUMNS:  # absent where no group's options use it
         if column not in frame:
             frame[column] = np.nan

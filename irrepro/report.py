@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irrepro import analysis, comparisons, figures, mitigation_effects, parallel
+from irrepro import analysis, comparisons, figures, mitigation_effects
 from irrepro.names import folder_name
 from irrepro.summary_schema import loss_label, reported_loss, varying
 from irrepro.tracking import Tracker
@@ -44,8 +44,8 @@ def analyze(
     workers: int | None = None,
 ) -> Analysis:
     """Select, group and measure the runs; write tables (comparisons among them) and figures
-    into folders named after `study` (checked first). The groups are measured, and the
-    figures drawn, by `workers` processes (default: one per core)."""
+    into folders named after `study` (checked first). The figures are drawn by `workers`
+    processes (default: one per core)."""
     folder_name(study, "--experiment")
     selection = analysis.select_runs(tracker, sweep_id, parent_run_id, filter_string)
     if not selection.runs:
@@ -65,12 +65,11 @@ def analyze(
     if few:
         log.warning("%d of %d groups have fewer than 3 seeds: their PD has no interval over "
                     "seeds, only over test examples", few, len(groups))
-    rows = parallel.fork_map(analysis.group_rows, groups, workers)
-    summary = analysis.summary_frame(groups, [group.summary for group in rows])
+    summary = analysis.summary_frame(groups)
     compared = comparisons.comparisons(groups)
     effects = mitigation_effects.mitigation_effects(groups)
-    ensembles = pd.DataFrame([row for group in rows for row in group.ensembles])
-    by_step = pd.DataFrame([row for group in rows for row in group.by_step])
+    ensembles = pd.DataFrame([row for group in groups for row in analysis.ensemble_rows(group)])
+    by_step = pd.DataFrame([row for group in groups for row in analysis.by_step_rows(group)])
     # Without a teacher for every group, examples are binned by the runs' mean confidence.
     basis = "teacher" if all(analysis.has_teacher(g) for g in groups) else "confidence"
     per_example = {g.key: analysis.per_example(g, basis) for g in groups if len(g.run_ids) >= 2}

@@ -205,7 +205,7 @@ def test_each_groups_data_are_built_once(tmp_path, monkeypatch):
     assert sorted(built) == list(range(5))
 
 
-def test_two_cores_write_the_tables_and_figures_of_one(tmp_path):
+def test_figures_drawn_on_two_cores_are_those_of_one(tmp_path):
     tracker = Tracker(store_uri(tmp_path), "cores")
     for activation in ("relu", "smelu", "swish"):
         run_job(make_config(replicas=3, **{"activation.name": activation,
