@@ -188,36 +188,45 @@ def test_predictions_that_are_not_probabilities_are_refused_naming_the_run(tmp_p
         analysis.build_groups(tracker, analysis.select_runs(tracker))
 
 
-def test_each_groups_data_are_built_once(tmp_path, monkeypatch):
-    """Five groups on five data sets (more than the data cache holds): the analysis builds each
-    data set once, for its group, however many tables and figures read it."""
+@pytest.fixture(scope="module")
+def five_data_sets(tmp_path_factory):
+    """Five groups of 2 seeds with checkpoints, each on a data set of its own (more than the
+    data cache holds), analysed in this process, counting the data sets built; returns the
+    tracker, the data seeds built, and every file the analysis wrote."""
     from irrepro import data
 
-    tracker = Tracker(store_uri(tmp_path), "datasets")
+    folder = tmp_path_factory.mktemp("datasets")
+    tracker = Tracker(store_uri(folder), "datasets")
     for data_seed in range(5):
-        run_job(make_config(replicas=2, **{"data.seed": data_seed}), tracker)
+        run_job(make_config(replicas=2, **{"data.seed": data_seed, "train.checkpoints": 4}),
+                tracker)
     built = []
     synthetic = data._synthetic
-    monkeypatch.setattr(data, "_synthetic", lambda config: built.append(config.seed)
-                        or synthetic(config))
+    data._synthetic = lambda config: built.append(config.seed) or synthetic(config)
     data._make_dataset.cache_clear()
-    analyze(tracker, "datasets", tmp_path / "reports", tmp_path / "figures", log_run=False)
+    try:
+        written = analyzed(tracker, folder / "one", workers=1)
+    finally:
+        data._synthetic = synthetic
+    return tracker, built, written
+
+
+def analyzed(tracker, folder, workers):
+    """Every report and figure of an analysis of `tracker`'s experiment, by name."""
+    analyze(tracker, "datasets", folder / "reports", folder / "figures", log_run=False,
+            workers=workers)
+    return {path.name: path.read_bytes() for kind in ("reports", "figures")
+            for path in (folder / kind / "datasets").iterdir()}
+
+
+def test_each_groups_data_are_built_once(five_data_sets):
+    """However many tables read a group's data set, it is built once, for its group."""
+    _, built, _ = five_data_sets
     assert sorted(built) == list(range(5))
 
 
-def test_figures_drawn_on_two_cores_are_those_of_one(tmp_path):
-    tracker = Tracker(store_uri(tmp_path), "cores")
-    for activation in ("relu", "smelu", "swish"):
-        run_job(make_config(replicas=3, **{"activation.name": activation,
-                                           "train.checkpoints": 4}), tracker)
-    written = {}
-    for workers in (1, 2):
-        folder = tmp_path / str(workers)
-        analyze(tracker, "cores", folder / "reports", folder / "figures", log_run=False,
-                workers=workers)
-        written[workers] = {path.name: path.read_bytes()
-                            for kind in ("reports", "figures")
-                            for path in (folder / kind / "cores").iterdir()}
-    assert set(written[1]) >= {"summary.csv", "by_step.csv", "ensembles.csv", "comparisons.csv",
-                               "pd_by_activation.png", "pd_over_training.png"}
-    assert written[1] == written[2]
+def test_figures_drawn_on_two_cores_are_those_of_one(five_data_sets, tmp_path):
+    tracker, _, written = five_data_sets
+    assert set(written) >= {"summary.csv", "by_step.csv", "ensembles.csv", "comparisons.csv",
+                            "pd_over_training.png", "tradeoff.png", "pd_by_teacher_probability.png"}
+    assert analyzed(tracker, tmp_path, workers=2) == written
