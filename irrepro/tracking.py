@@ -340,11 +340,11 @@ class Tracker:
         rows = sum(len(r.params) + len(r.metrics) + len(r.curve) + len(r.tags)
                    for r in records.values())
         reserve = ROOM_FOR_STORE + ROOM_PER_ROW * rows
-        demand: dict[int, list] = {}  # device: [a folder on it, bytes needed]
+        demand: dict[int, list] = {}  # device: [a folder on it, its nearest existing one, bytes]
 
         def add(path: Path, size: int) -> None:
             existing = next(p for p in (path, *path.parents) if p.exists())
-            demand.setdefault(existing.stat().st_dev, [path, reserve])[1] += size
+            demand.setdefault(existing.stat().st_dev, [path, existing, reserve])[2] += size
 
         store = sqlite_path(self.uri)
         if store is not None:
@@ -353,8 +353,7 @@ class Tracker:
             folder = local_artifact_folder(self._artifact_uris.get(run_id, ""))
             if folder is not None:
                 add(folder, sum(map(len, contents.values())))
-        for path, size in demand.values():
-            existing = next(p for p in (path, *path.parents) if p.exists())
+        for path, existing, size in demand.values():
             if shutil.disk_usage(existing).free < size:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
