@@ -127,8 +127,9 @@ def test_force_retrains_and_replicas_log_one_run_per_seed(tmp_path):
 
 
 def test_fixed_runs_are_bit_identical_across_processes(tmp_path):
+    # one in a fresh train.py, one in this process after whatever its earlier tests ran
     train(["randomness=none", "randomness.window=16", "seed=0"], tmp_path)
-    train(["randomness=none", "randomness.window=16", "seed=1"], tmp_path)
+    train_in_process(tmp_path, "randomness=none", "randomness.window=16", "seed=1")
     first, second = (predictions_of(tmp_path, run) for run in runs(tmp_path))
     assert np.array_equal(first, second)
 
@@ -207,17 +208,17 @@ def test_a_job_whose_requeued_attempt_finished_every_seed_counts_as_finished():
 
 
 def test_an_interrupted_run_ends_killed_and_is_redone(tmp_path):
-    big = ["data.n_train=400000"]
+    big = ["data.n_train=100000"]  # seconds of training after its run is started
     process = start_train(big, tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and not runs(tmp_path):
-        time.sleep(0.5)
-    time.sleep(1.0)
+        time.sleep(0.2)
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED"
-    train(big, tmp_path)
+    train_in_process(tmp_path, *big)
     redone = [r for r in runs(tmp_path) if r.info.run_id != killed.info.run_id]
     assert [r.info.status for r in redone] == ["FINISHED"]
     assert redone[0].data.tags["config_hash"] == killed.data.tags["config_hash"]

@@ -74,7 +74,7 @@ def sweeps(slurm, tmp_path_factory):
     the same sweep again."""
     cwd = tmp_path_factory.mktemp("slurm")
     name = f"irrepro-test-{uuid.uuid4().hex[:8]}"
-    args = ["-m", *slurm_args(name), "data.n_train=256,400000"]  # job 1 trains for seconds
+    args = ["-m", *slurm_args(name), "data.n_train=256,150000"]  # job 1 trains for seconds
     # The store exists before the sweep starts, so that polling it cannot race its creation.
     Tracker(f"sqlite:///{cwd}/mlflow.db", "irrepro")
     process = start_train(args, cwd)

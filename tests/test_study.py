@@ -5,7 +5,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from tests.cli import ROOT, run_script, runs, train
+from tests.cli import ROOT, analyze_in_process, run_script, runs, train
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_reports_figures_and_the_analysis_run(summary):
     assert (frame["pd_low"] <= frame["pd"]).all() and (frame["pd"] <= frame["pd_high"]).all()
     assert "| logistic |" in (cwd / "reports" / "irrepro" / "summary.md").read_text()
     assert (cwd / "figures" / "irrepro" / "tradeoff.png").stat().st_size > 1000
-    run_script("analyze.py", ["--tracking-uri", f"sqlite:///{cwd}/mlflow.db"], cwd)
+    assert analyze_in_process(cwd, "--tracking-uri", f"sqlite:///{cwd}/mlflow.db") == 0
     analyses = [r for r in runs(cwd) if "irrepro.analysis" in r.data.tags]
     assert len(analyses) == 1  # a re-run replaces the analysis run
 
