@@ -25,11 +25,14 @@ def tiny():
 
 
 # The slowest test files first (from --durations), so that the workers of `pytest -n`,
-# which take a file at a time (see the Makefile), finish together.
+# which take a file at a time in this order (the Makefile keeps xdist from reordering the
+# files by their number of tests), finish together.
 SLOWEST_FIRST = (
-    "test_pipeline.py", "test_scaleout.py", "test_study.py", "test_postgres.py",
-    "test_user_models.py", "test_slurm.py", "test_studies.py", "test_uncertainty.py",
-    "test_services.py", "test_ui.py", "test_store.py", "test_tuning.py",
+    "test_scaleout.py", "test_study.py", "test_studies.py", "test_postgres.py",
+    "test_pipeline.py", "test_slurm.py", "test_services.py", "test_uncertainty.py",
+    "test_user_models.py", "test_store.py", "test_tuning.py", "test_ui.py",
+    "test_batch_sweeper.py", "test_optuna_sweeper.py", "test_figures.py", "test_replicas.py",
+    "test_mitigations.py", "test_analysis.py", "test_over_training.py", "test_sources.py",
 )
 
 
