@@ -202,12 +202,11 @@ def five_data_sets(tmp_path_factory):
                 tracker)
     built = []
     synthetic = data._synthetic
-    data._synthetic = lambda config: built.append(config.seed) or synthetic(config)
     data._make_dataset.cache_clear()
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "_synthetic",
+                      lambda config: built.append(config.seed) or synthetic(config))
         written = analyzed(tracker, folder / "one", workers=1)
-    finally:
-        data._synthetic = synthetic
     return tracker, built, written
 
 
